@@ -1,0 +1,5 @@
+import sys
+
+from busted.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each; :mod:`busted.cli` imports them lazily."""

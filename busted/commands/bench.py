@@ -1,0 +1,26 @@
+"""`busted bench ...`: measurements of the real components, one module each."""
+
+from __future__ import annotations
+
+from busted.cli import lazy_group
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "pipeline": ("busted.bench.pipeline:pipeline", "Events/s and latency through the real supervisor and workers."),
+    "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
+    "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
+    "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
+    "enforce": ("busted.bench.enforce:enforce", "Added latency of held writes under --enforce (root)."),
+    "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
+}
+
+bench = lazy_group(
+    "bench",
+    BENCHES,
+    help="Measure throughput and overhead of the real components.",
+    epilog="""\b
+Examples:
+  busted bench pipeline --json
+  sudo busted bench probes
+  busted bench classify
+""",
+)

@@ -1,0 +1,62 @@
+"""Event sources for the capture worker.
+
+A source produces raw events (dicts in the shape of :mod:`busted.schema`) and is polled
+by the capture loop, which numbers them (``seq``), batches them and hands them on
+without ever blocking. Sources:
+
+- ``bpf``: the kernel probes (:mod:`busted.sources.kernel`, the only user of bcc);
+- ``synthetic``: realistic LLM / MCP / other traffic at a chosen rate;
+- ``replay:FILE``: recorded events, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from busted.config import MonitorConfig
+from busted.errors import UsageError
+
+
+class Source(Protocol):
+    """What the capture loop needs from a source."""
+
+    #: True once a finite source (replay, synthetic with a count) has nothing more.
+    exhausted: bool
+
+    def start(self) -> None:
+        """Open / attach. Raise a BustedError with a clear message on failure."""
+
+    def poll(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Return the events available now, waiting at most ``timeout_s`` for some."""
+
+    def feedback(self, command: dict[str, Any]) -> None:
+        """Apply a command sent back by a downstream worker (e.g. a verdict)."""
+
+    def stats(self) -> dict[str, int]:
+        """Source-specific counters for `busted status` (e.g. {"lost": 0})."""
+
+    def close(self) -> None:
+        """Detach and release everything."""
+
+
+def open_source(config: MonitorConfig) -> Source:
+    """Build the source named by ``config.source``."""
+    kind, _, arg = config.source.partition(":")
+    if kind == "synthetic":
+        from busted.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(rate=config.rate, count=config.count)
+    if kind == "replay":
+        if not arg:
+            raise UsageError("--source replay needs a file: --source replay:events.jsonl")
+        from busted.sources.replay import ReplaySource
+
+        return ReplaySource(arg, rate=config.rate)
+    if kind == "bpf":
+        from busted.sources.kernel import KernelSource
+
+        return KernelSource(config)
+    raise UsageError(
+        f"unknown source {config.source!r}",
+        "Use --source bpf (the default), --source synthetic or --source replay:FILE.",
+    )
