@@ -112,7 +112,10 @@ class ProcessedEvent(TypedDict, total=False):
     action: str  # enforcement action taken: "killed", "blocked", "would-kill", ...
     hold_ms: float  # how long a held write waited for its verdict
     # --- payload ------------------------------------------------------------------
-    tls_payload: str  # captured plaintext (decoded as UTF-8 with replacement)
+    conn_id: int  # capture's id of the connection (stable for its lifetime, per pid)
+    payload: bytes  # raw bytes of one capture (capture -> classify only; classify drops it)
+    truncated: bool  # the kernel copied less than the call carried
+    tls_payload: str  # captured plaintext as text (UTF-8, invalid bytes replaced)
 
 
 # Every field with the value it reads as when absent. Order is the display order.
@@ -166,6 +169,9 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "policy_error": "",
     "action": "",
     "hold_ms": 0.0,
+    "conn_id": 0,
+    "payload": b"",
+    "truncated": False,
     "tls_payload": "",
 }
 

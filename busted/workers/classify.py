@@ -1,0 +1,17 @@
+"""The classify worker's role logic (a :class:`busted.workers.stage.Stage`).
+
+Pull socket: ``pipe/classify.sock`` (bound); pushes to the next stage's socket.
+Placeholder until its own issue lands: events pass through untouched.
+"""
+
+from __future__ import annotations
+
+from busted.workers.stage import Stage
+
+
+class ClassifyStage(Stage):
+    role = "classify"
+    passthrough = True
+
+
+STAGE = ClassifyStage
