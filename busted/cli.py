@@ -19,7 +19,8 @@ from busted.errors import BustedError
 
 # name -> ("module:attribute", one-line help shown by `busted --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "monitor": ("busted.commands.monitor:monitor", "Run the daemon: capture, classify, judge, output (root)."),
+    "monitor": ("busted.commands.monitor:monitor",
+                "Run the daemon: capture, classify, judge, output (root)."),
     "status": ("busted.commands.status:status", "Show the running daemon's workers and counters."),
     "stop": ("busted.commands.status:stop", "Stop the running daemon."),
     "ui": ("busted.commands.ui:ui", "Open the desktop dashboard (normal user)."),

@@ -46,6 +46,7 @@ class MonitorConfig:
     source: str = "bpf"  # "bpf", "synthetic", "replay:FILE"
     rate: float = 50.0  # synthetic source: events per second (0 = as fast as possible)
     count: int = 0  # synthetic source: stop after this many events (0 = no limit)
+    exit_when_done: bool = False  # stop the monitor once a finite source is exhausted
     max_copy: int = DEFAULT_MAX_COPY  # bytes of plaintext copied per TLS call
     plaintext_ports: tuple[int, ...] = DEFAULT_PLAINTEXT_PORTS
     ring_pages: int = 1024  # ring buffer size in pages

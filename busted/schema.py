@@ -231,3 +231,23 @@ def decode_batch(frame: bytes) -> list[dict[str, Any]]:
     if not all(isinstance(e, dict) for e in events):
         raise DecodeError("batch holds a non-map event")
     return events
+
+
+def batch_length(frame: bytes) -> int:
+    """Number of events in an encoded batch, read from the msgpack headers alone.
+
+    Pass-through stages use it to keep their counters without decoding the batch.
+    Raises :class:`DecodeError` when the frame does not start like a batch.
+    """
+    # [version, [events...]]: fixarray(2), a positive fixint version, then the events
+    # array header: fixarray (0x90-0x9f), array16 (0xdc) or array32 (0xdd).
+    if len(frame) < 3 or frame[0] != 0x92 or frame[1] > 0x7F:
+        raise DecodeError("not a [version, events] batch")
+    head = frame[2]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(frame) >= 5:
+        return int.from_bytes(frame[3:5], "big")
+    if head == 0xDD and len(frame) >= 7:
+        return int.from_bytes(frame[3:7], "big")
+    raise DecodeError("not a [version, events] batch")

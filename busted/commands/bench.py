@@ -5,7 +5,8 @@ from __future__ import annotations
 from busted.cli import lazy_group
 
 BENCHES: dict[str, tuple[str, str]] = {
-    "pipeline": ("busted.bench.pipeline:pipeline", "Events/s and latency through the real supervisor and workers."),
+    "pipeline": ("busted.bench.pipeline:pipeline",
+                 "Events/s and latency through the real supervisor and workers."),
     "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),

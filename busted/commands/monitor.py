@@ -1,0 +1,139 @@
+"""`busted monitor`: start the supervisor and its workers in the foreground."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from busted.config import DEFAULT_RUNTIME_DIR, MAX_COPY_LIMIT, MonitorConfig
+from busted.errors import PrivilegeError, UsageError
+
+log = logging.getLogger("busted.monitor")
+
+
+def _config_from_flags(**opts) -> MonitorConfig:
+    if opts["max_copy"] < 64 or opts["max_copy"] > MAX_COPY_LIMIT:
+        raise UsageError(f"--max-copy must be between 64 and {MAX_COPY_LIMIT} bytes.")
+    if opts["dry_run"] and not opts["enforce"]:
+        raise UsageError("--dry-run only makes sense with --enforce.")
+    for directory in opts["policy_dir"]:
+        if not Path(directory).is_dir():
+            raise UsageError(f"--policy-dir {directory}: no such directory.")
+    source = opts["source"]
+    return MonitorConfig(
+        runtime_dir=Path(opts["runtime_dir"]).absolute(),
+        source=source,
+        rate=opts["rate"],
+        count=opts["count"],
+        exit_when_done=opts["exit_when_done"] or source.startswith("replay:"),
+        max_copy=opts["max_copy"],
+        plaintext_ports=tuple(opts["plaintext_port"]) or MonitorConfig.plaintext_ports,
+        use_kprobes=opts["kprobes"],
+        policy_dirs=tuple(Path(d).absolute() for d in opts["policy_dir"]),
+        rules=tuple(opts["rule"]),
+        policy_error=opts["policy_error"],
+        policy_scope=opts["policy_scope"],
+        enforce=opts["enforce"],
+        dry_run=opts["dry_run"],
+        fail_closed=opts["fail_closed"],
+        hold_deadline_ms=opts["hold_deadline_ms"],
+        format=opts["format"],
+        outputs=tuple(opts["output"]),
+        verbose=opts["verbose"],
+        drop_privileges=not opts["no_drop_privileges"],
+    )
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  sudo busted monitor
+  sudo busted monitor --format json > events.jsonl
+  sudo busted monitor --policy-dir ./policies/
+  sudo busted monitor --rule 'package busted
+    default decision = "allow"
+    decision = "deny" { input.pii_detected == true }'
+  busted monitor --source synthetic --rate 200 --runtime-dir /tmp/bx
+  busted monitor --source replay:events.jsonl --runtime-dir /tmp/bx --format json
+""",
+)
+@click.option("--source", default="bpf", show_default=True, metavar="bpf|synthetic|replay:FILE",
+              help="Where events come from: the kernel probes, generated traffic, or a "
+                   "recording (JSON lines).")
+@click.option("--rate", type=float, default=50.0, show_default=True,
+              help="Synthetic/replay source: events per second (0 = as fast as possible).")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="Synthetic source: stop producing after this many events.")
+@click.option("--exit-when-done", is_flag=True,
+              help="Stop once a finite source has no more events (always on for replay).")
+@click.option("--runtime-dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNTIME_DIR),
+              show_default=True, help="Sockets and lock live here.")
+@click.option("--format", "format_", type=click.Choice(["text", "json", "none"]), default="text",
+              show_default=True, help="How events are printed on stdout (none: publish only).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Text format: also show connections, DNS and system prompts.")
+@click.option("--output", multiple=True, metavar="file:PATH",
+              help="Extra sink (repeatable): file:PATH appends JSON lines.")
+@click.option("--policy-dir", multiple=True, type=click.Path(), metavar="DIR",
+              help="Evaluate every *.rego here (repeatable); edits reload live.")
+@click.option("--rule", multiple=True, metavar="REGO", help="An inline Rego policy (repeatable).")
+@click.option("--policy-error", type=click.Choice(["allow", "deny"]), default="allow",
+              show_default=True, help="Decision when a policy fails to evaluate.")
+@click.option("--policy-scope", type=click.Choice(["all", "llm"]), default="all",
+              show_default=True, help="Evaluate every event, or only LLM/MCP ones.")
+@click.option("--enforce", is_flag=True, help="Act on deny decisions in the kernel (root).")
+@click.option("--dry-run", is_flag=True, help="With --enforce: report what would be blocked.")
+@click.option("--fail-closed", is_flag=True,
+              help="With --enforce: kill a held writer whose verdict is late.")
+@click.option("--hold-deadline-ms", type=click.IntRange(1, 10_000), default=250,
+              show_default=True, help="With --enforce: longest hold of a write awaiting its verdict.")
+@click.option("--max-copy", type=int, default=16 * 1024, show_default=True,
+              help="Bytes of plaintext copied per TLS call (up to 262144).")
+@click.option("--plaintext-port", type=click.IntRange(1, 65535), multiple=True, metavar="PORT",
+              help="Plain-text model-server port to capture (repeatable; default 11434).")
+@click.option("--kprobes", is_flag=True, help="Use kprobes where the kernel has them.")
+@click.option("--dump-bpf", is_flag=True, help="Print the generated BPF C and cflags, then exit.")
+@click.option("--no-drop-privileges", is_flag=True,
+              help="Keep parsing workers as root (debugging only).")
+def monitor(**opts) -> int:
+    """Run the daemon: capture, classify, identity, policy, output.
+
+    Events are printed on stdout and published on <runtime-dir>/events.sock for
+    `busted ui`. Logs go to stderr. Stop with Ctrl-C, SIGTERM or `sudo busted stop`.
+    """
+    opts["format"] = opts.pop("format_")
+    config = _config_from_flags(**opts)
+    if opts["dump_bpf"]:
+        from busted.sources.kernel import dump_bpf
+
+        click.echo(dump_bpf(config))
+        return 0
+    if (config.source == "bpf" or config.enforce) and os.geteuid() != 0:
+        raise PrivilegeError(
+            "capturing from the kernel needs root: busted loads eBPF programs.",
+            "Run `sudo busted monitor`, or try it without root using "
+            "`busted monitor --source synthetic --runtime-dir /tmp/bx`.",
+        )
+
+    from busted.report import print_summary
+    from busted.supervisor import Supervisor
+
+    supervisor = Supervisor(config)
+    supervisor.start()
+    log.info("monitor started (pid %d, runtime dir %s, source %s)", os.getpid(),
+             config.runtime_dir, config.source)
+    status = supervisor.run()
+    final = supervisor.status()
+    print_summary(final)
+    if os.environ.get("BUSTED_SUMMARY_JSON"):
+        # Machine-readable summary for benchmarks and tests.
+        Path(os.environ["BUSTED_SUMMARY_JSON"]).write_text(json.dumps(final))
+    if supervisor.fatal_error:
+        click.echo(f"busted: {supervisor.fatal_error}", err=True)
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,60 @@
+"""Human rendering of the supervisor's counters: `busted status` and the exit summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from busted.workers import ROLES
+
+
+def worker_table(stats: dict[str, Any]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for name, justify in (("worker", "left"), ("pid", "right"), ("state", "left"),
+                          ("uptime", "right"), ("restarts", "right"), ("received", "right"),
+                          ("sent", "right"), ("dropped", "right"), ("errors", "right"),
+                          ("notes", "left")):
+        table.add_column(name, justify=justify)
+    for role in ROLES:
+        w = stats["workers"].get(role, {})
+        notes = []
+        for key in ("missing", "lost", "bad_lines", "evicted", "reloads"):
+            if w.get(key):
+                notes.append(f"{key} {w[key]}")
+        if w.get("last_exit"):
+            notes.append(f"last exit: {w['last_exit']}")
+        table.add_row(role, str(w.get("pid") or "-"), w.get("state", "?"),
+                      f"{w.get('uptime_s', 0):.0f}s", str(w.get("restarts", 0)),
+                      f"{w.get('received', 0):,}", f"{w.get('sent', 0):,}",
+                      f"{w.get('dropped', 0):,}", f"{w.get('errors', 0):,}", ", ".join(notes))
+    return table
+
+
+def totals_line(stats: dict[str, Any]) -> str:
+    return (f"produced {stats.get('produced', 0):,}, delivered {stats.get('delivered', 0):,}, "
+            f"dropped {stats.get('dropped', 0):,}, lost {stats.get('lost', 0):,} "
+            f"(kernel {stats.get('kernel_lost', 0):,})")
+
+
+def _console(stderr: bool = False) -> Console:
+    # Piped output (logs, CI) gets a wide fixed width instead of a squeezed table.
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=150)
+
+
+def print_status(stats: dict[str, Any], console: Console | None = None) -> None:
+    console = console or _console()
+    console.print(f"busted monitor pid {stats.get('pid')} — source {stats.get('source')}, "
+                  f"runtime dir {stats.get('runtime_dir')}, up {stats.get('uptime_s', 0):.0f}s"
+                  + (" (stopping)" if stats.get("stopping") else ""))
+    console.print(worker_table(stats))
+    console.print(totals_line(stats))
+
+
+def print_summary(stats: dict[str, Any]) -> None:
+    """The final summary on exit, on stderr (stdout carries events)."""
+    console = _console(stderr=True)
+    console.print(f"busted: stopped after {stats.get('uptime_s', 0):.1f}s — {totals_line(stats)}")
+    console.print(worker_table(stats))

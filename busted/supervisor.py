@@ -1,0 +1,361 @@
+"""The root supervisor behind ``busted monitor``.
+
+It prepares the runtime directory, spawns one process per worker role (standard
+library ``multiprocessing``, spawn context), watches them, restarts a dead or silent one
+with exponential backoff, relays counters to the published stream, answers
+``busted status`` / ``busted stop``, and shuts everything down in pipeline order so
+nothing in flight is lost.
+
+Sockets: one ROUTER bound twice — ``control.sock`` (root-only, for the CLI) and
+``pipe/supervisor.sock`` (workers' heartbeats and commands; workers use their role as
+ZeroMQ identity). Requests are ``{"id", "command", "args"}`` and replies
+``{"id", "ok", "result" | "error"}``. SIGINT and SIGTERM are turned into the same
+"stop" command a client sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from busted import ipc
+from busted.config import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    BACKOFF_RESET_AFTER_S,
+    STOP_TIMEOUT_S,
+    MonitorConfig,
+)
+from busted.rundir import RuntimeDir
+from busted.states import State, check_transition
+from busted.workers import ROLES
+from busted.workers.runner import worker_main
+
+log = logging.getLogger("busted.supervisor")
+
+STATS_INTERVAL_S = 1.0
+COUNTER_KEYS = ("received", "sent", "dropped", "errors")
+
+
+@dataclass
+class Worker:
+    """The supervisor's view of one worker role across its incarnations."""
+
+    role: str
+    state: State = State.STOPPED
+    process: multiprocessing.process.BaseProcess | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    last_seen: float = 0.0
+    backoff_s: float = BACKOFF_INITIAL_S
+    next_start_at: float = 0.0
+    last_exit: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # latest heartbeat of this incarnation
+    base: Counter = field(default_factory=Counter)  # counters of previous incarnations
+    stop_deadline: float = 0.0
+    next_seq: int = 0  # capture only: where a restarted capture continues numbering
+
+    def to(self, new: State) -> None:
+        self.state = check_transition(self.state, new)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative over all incarnations."""
+        out = Counter(self.base)
+        for key in COUNTER_KEYS:
+            out[key] += int(self.report.get(key, 0))
+        for key, value in (self.report.get("extra") or {}).items():
+            if isinstance(value, int):
+                out[key] += value
+        return dict(out)
+
+    def retire_report(self) -> None:
+        """Fold this incarnation's last counters into the base before a restart."""
+        self.base = Counter(self.counters())
+        self.report = {}
+
+
+class Supervisor:
+    def __init__(self, config: MonitorConfig, *, ctx: zmq.Context | None = None,
+                 clock=time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.ctx = ctx or zmq.Context()
+        self.rundir = RuntimeDir(config.runtime_dir)
+        self.workers = {role: Worker(role) for role in ROLES}
+        self.mp = multiprocessing.get_context("spawn")
+        self.started_at = 0.0
+        self.stopping = False
+        self.stop_started = 0.0
+        self.exit_status = 0
+        self.fatal_error = ""
+        self.router: zmq.Socket | None = None
+        self._next_stats = 0.0
+
+    # --- start ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.rundir.prepare()
+        ep = self.rundir.endpoints
+        old_umask = os.umask(0o077)
+        try:
+            self.router = ipc.make_socket(self.ctx, zmq.ROUTER, hwm=10000, linger_ms=0)
+            # A restarted worker reuses its role as identity: let it take over the route.
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self.router.bind(ep.control)
+            self.rundir.secure_socket(ep.control, "control")
+            self.router.bind(ep.supervisor)
+            self.rundir.secure_socket(ep.supervisor, "pipe")
+        finally:
+            os.umask(old_umask)
+        self.started_at = self.clock()
+        # Downstream first, so each stage's input exists when its producer starts.
+        for role in reversed(ROLES):
+            self._spawn(self.workers[role])
+
+    def _spawn(self, worker: Worker) -> None:
+        # A restarted capture continues the numbering, so gaps stay meaningful downstream.
+        seq_start = worker.next_seq if worker.role == "capture" else 0
+        process = self.mp.Process(
+            target=worker_main,
+            args=(worker.role, self.config, os.getpid(), seq_start),
+            name=f"busted-{worker.role}",
+        )
+        process.start()
+        worker.process = process
+        worker.to(State.STARTING)
+        worker.started_at = worker.last_seen = self.clock()
+        log.debug("started %s (pid %d)", worker.role, process.pid)
+
+    # --- main loop -----------------------------------------------------------------
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit status."""
+        self._install_signal_handlers()
+        try:
+            while not self._all_stopped():
+                self._step()
+        finally:
+            self._kill_all()
+            self.router.close(linger=0)
+            self.rundir.release()
+        return self.exit_status
+
+    def _step(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        sentinels = {}
+        for worker in self.workers.values():
+            if worker.process is not None:
+                sentinels[worker.process.sentinel] = worker
+                poller.register(worker.process.sentinel, zmq.POLLIN)
+        ready = dict(poller.poll(100))
+        if self.router in ready:
+            self._read_router()
+        now = self.clock()
+        for fd, worker in sentinels.items():
+            if fd in ready or not worker.process.is_alive():
+                self._on_exit(worker, now)
+        self._check_heartbeats(now)
+        self._respawn_due(now)
+        if self.stopping:
+            self._advance_shutdown(now)
+        elif now >= self._next_stats:
+            self._send_stats()
+            self._next_stats = now + STATS_INTERVAL_S
+
+    def _read_router(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            try:
+                message = ipc.unpack(frames[-1])
+            except Exception:  # noqa: BLE001 - garbage on the control socket is ignored
+                log.warning("ignored a malformed control message")
+                continue
+            if "type" in message:
+                self._on_worker_message(frames[0].decode(errors="replace"), message)
+            else:
+                reply = self.dispatch(message)
+                self.router.send_multipart([*frames[:-1], ipc.pack(reply)])
+
+    def _on_worker_message(self, role: str, message: dict[str, Any]) -> None:
+        worker = self.workers.get(role)
+        if worker is None or worker.process is None or message.get("pid") != worker.pid:
+            return  # a message from a previous incarnation, or a stranger
+        worker.last_seen = self.clock()
+        kind = message["type"]
+        worker.report = message
+        if kind == "hello" and worker.state == State.STARTING:
+            worker.to(State.RUNNING)
+            log.debug("%s is running (pid %d)", role, worker.pid)
+        elif kind == "fatal":
+            self.fatal_error = f"{role}: {message.get('error', 'failed')}"
+            self.exit_status = 1
+            self.request_stop(reason=f"{role} cannot run")
+        if "next_seq" in message:
+            worker.next_seq = message["next_seq"]
+        if message.get("exhausted") and self.config.exit_when_done:
+            self.request_stop(reason="the source has no more events")
+
+    def _on_exit(self, worker: Worker, now: float) -> None:
+        process = worker.process
+        process.join(timeout=0)
+        code = process.exitcode
+        worker.process = None
+        worker.retire_report()
+        if self.stopping or worker.state == State.STOPPING:
+            if worker.state in (State.STARTING, State.RUNNING):
+                worker.to(State.STOPPING)  # died on its own while we were stopping anyway
+            if worker.state == State.STOPPING:
+                worker.to(State.STOPPED)
+            return
+        reason = f"exited with status {code}" if code is not None and code >= 0 \
+            else f"killed by signal {-code}" if code is not None else "vanished"
+        worker.last_exit = reason
+        if now - worker.started_at >= BACKOFF_RESET_AFTER_S:
+            worker.backoff_s = BACKOFF_INITIAL_S
+        worker.next_start_at = now + worker.backoff_s
+        log.warning("%s (pid %s) %s; restarting in %.1f s", worker.role, process.pid, reason,
+                    worker.backoff_s)
+        worker.backoff_s = min(worker.backoff_s * 2, BACKOFF_MAX_S)
+        worker.to(State.BACKOFF)
+
+    def _check_heartbeats(self, now: float) -> None:
+        timeout = self.config.heartbeat_timeout_s
+        for worker in self.workers.values():
+            if worker.state in (State.RUNNING, State.STARTING) and worker.process is not None \
+                    and now - worker.last_seen > timeout:
+                log.warning("%s (pid %d) sent no heartbeat for %.1f s; killing it",
+                            worker.role, worker.pid, now - worker.last_seen)
+                worker.last_seen = now  # one kill per timeout; the sentinel does the rest
+                worker.process.kill()
+
+    def _respawn_due(self, now: float) -> None:
+        for worker in self.workers.values():
+            if worker.state == State.BACKOFF and not self.stopping and now >= worker.next_start_at:
+                worker.restarts += 1
+                self._spawn(worker)
+
+    # --- commands ------------------------------------------------------------------
+    def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Handle one control request (from a client or from a signal)."""
+        command = request.get("command")
+        reply: dict[str, Any] = {"id": request.get("id"), "ok": True}
+        if command == "status":
+            reply["result"] = self.status()
+        elif command == "stop":
+            self.request_stop(reason="stop requested")
+            reply["result"] = {"stopping": True}
+        else:
+            reply.update(ok=False, error=f"unknown command {command!r}")
+        return reply
+
+    def request_stop(self, reason: str) -> None:
+        if self.stopping:
+            return
+        log.info("stopping: %s", reason)
+        self.stopping = True
+        self.stop_started = self.clock()
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.dispatch({"id": f"signal-{signum}", "command": "stop"})
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    # --- shutdown ------------------------------------------------------------------
+    def _advance_shutdown(self, now: float) -> None:
+        """Stop the stages one after another in pipeline order, so each one drains
+        what its upstream sent before it goes. Hard deadline: STOP_TIMEOUT_S overall."""
+        overall_late = now - self.stop_started > STOP_TIMEOUT_S
+        for role in ROLES:
+            worker = self.workers[role]
+            if worker.state == State.BACKOFF:
+                worker.to(State.STOPPED)
+                continue
+            if worker.state == State.STOPPED:
+                continue
+            if worker.state in (State.RUNNING, State.STARTING):
+                worker.to(State.STOPPING)
+                # Capture may need longer: detaching probes, resuming held processes.
+                worker.stop_deadline = now + (1.5 if role == "capture" else 0.6)
+                self._send_to(role, {"type": "stop"})
+            if worker.state == State.STOPPING and worker.process is not None and \
+                    (overall_late or now > worker.stop_deadline):
+                log.warning("%s did not stop in time; killing it", role)
+                worker.process.kill()
+            if not overall_late:
+                return  # one stage at a time
+
+    def _all_stopped(self) -> bool:
+        return self.stopping and all(w.state == State.STOPPED for w in self.workers.values())
+
+    def _kill_all(self) -> None:
+        for worker in self.workers.values():
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=2)
+
+    def _send_to(self, role: str, message: dict[str, Any]) -> None:
+        try:
+            self.router.send_multipart([role.encode(), ipc.pack(message)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # not connected (yet); the stop deadline covers it
+
+    def _send_stats(self) -> None:
+        if self.workers["output"].state == State.RUNNING:
+            self._send_to("output", {"type": "stats", "stats": self.stats()})
+
+    # --- reporting -----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """The counters published on the stream and shown by `busted status`."""
+        now = self.clock()
+        workers = {}
+        for role, w in self.workers.items():
+            workers[role] = {
+                "pid": w.pid or 0,
+                "state": w.state.value,
+                "restarts": w.restarts,
+                "uptime_s": round(now - w.started_at, 1) if w.process is not None else 0.0,
+                "last_exit": w.last_exit,
+                **w.counters(),
+            }
+        capture, output = workers["capture"], workers["output"]
+        dropped = sum(w.get("dropped", 0) for role, w in workers.items() if role != "output")
+        missing = output.get("missing", 0)
+        kernel_lost = capture.get("lost", 0)
+        return {
+            "time": time.time(),
+            "uptime_s": round(now - self.started_at, 1),
+            "workers": workers,
+            "produced": capture.get("received", 0),
+            "delivered": output.get("received", 0),
+            "dropped": dropped + output.get("dropped", 0),
+            "lost": kernel_lost + max(0, missing - dropped),
+            "kernel_lost": kernel_lost,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "runtime_dir": str(self.config.runtime_dir),
+            "source": self.config.source,
+            "stopping": self.stopping,
+            "fatal_error": self.fatal_error,
+            **self.stats(),
+        }

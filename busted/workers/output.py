@@ -1,0 +1,166 @@
+"""The output worker: prints events (text or JSON lines on stdout), writes extra sinks,
+and publishes every event on ``events.sock`` for the dashboard and other subscribers.
+
+Sockets: PULL bound at ``pipe/output.sock``; PUB bound at ``events.sock`` (0660,
+group ``busted``) carrying ``[b"events", batch]`` and, about once a second,
+``[b"stats", counters]`` relayed from the supervisor. Runs as root (it may write to
+root-owned sinks); it parses nothing untrusted beyond our own batches.
+
+It also counts ``seq`` gaps: events that capture numbered but that never arrived here
+(dropped on a hop, or lost in a worker that crashed), so every produced event is
+accounted for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any, BinaryIO
+
+import orjson
+
+from busted.config import MonitorConfig
+from busted.workers.stage import Event, Stage
+
+log = logging.getLogger("busted.output")
+
+_TEXT_PREVIEW = 160  # characters of a prompt shown in text mode
+# Classes shown by the text format without --verbose; JSON shows everything.
+_TEXT_CLASSES = ("LLM_REQUEST", "LLM_RESPONSE", "MCP_REQUEST", "MCP_RESPONSE")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    raise TypeError(type(value).__name__)
+
+
+def iso_time(ts: float) -> str:
+    """UTC, millisecond precision: sortable and unambiguous in a SIEM."""
+    whole = int(ts)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1000):03d}Z"
+
+
+def to_json_line(event: Event) -> bytes:
+    """One JSON object per line; raw payload bytes are never printed."""
+    out = {k: v for k, v in event.items() if k != "payload"}
+    ts = out.get("timestamp")
+    if isinstance(ts, (int, float)):
+        out["timestamp"] = iso_time(ts)
+    return orjson.dumps(out, default=_json_default) + b"\n"
+
+
+def _one_line(text: str, limit: int = _TEXT_PREVIEW) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KB"
+
+
+def to_text(event: Event, verbose: bool = False) -> str | None:
+    """The human format (like the seed README's), or None when not shown."""
+    cls = event.get("content_class") or ""
+    decision = event.get("policy") or ""
+    etype = event.get("event_type") or ""
+    if not verbose and cls not in _TEXT_CLASSES and decision not in ("audit", "deny") \
+            and etype != "ENFORCEMENT":
+        return None
+    clock = time.strftime("%H:%M:%S", time.localtime(event.get("timestamp") or 0))
+    who = f"{event.get('process_name') or '?'} ({event.get('pid', 0)})"
+    arrow = "<<<" if event.get("direction") == "read" else ">>>"
+    if cls.startswith(("LLM_", "MCP_")):
+        provider = event.get("llm_provider") or event.get("provider") or ""
+        what = event.get("llm_endpoint", "").rsplit("/v1/", 1)[-1].lstrip("/")
+        if cls.startswith("MCP_"):
+            what = "mcp " + " ".join(x for x in (event.get("mcp_method"), event.get("mcp_tool")) if x)
+            provider = event.get("sni") or event.get("dst_ip") or ""
+        head = " ".join(x for x in (clock, who, arrow, provider, event.get("llm_model"), what) if x)
+        tags = []
+        if event.get("agent_sdk"):
+            tags.append(f"sdk:{event['agent_sdk']}")
+        if event.get("llm_stream"):
+            tags.append("stream")
+        if event.get("pii_detected"):
+            tags.append("PII!")
+        if decision and decision != "allow":
+            tags.append(f"policy:{decision}")
+        if event.get("action"):
+            tags.append(f"action:{event['action']}")
+        if tags:
+            head += f" [{' | '.join(tags)}]"
+        if event.get("direction") == "read":
+            head += f" ({_size(event.get('bytes') or 0)})"
+        lines = [head]
+        if event.get("llm_user_message"):
+            lines.append(f"  user: {_one_line(event['llm_user_message'])}")
+        if event.get("llm_system_prompt") and verbose:
+            lines.append(f"  system: {_one_line(event['llm_system_prompt'])}")
+        if event.get("policy_reasons"):
+            lines.append(f"  reasons: {'; '.join(event['policy_reasons'])}")
+        return "\n".join(lines)
+    dst = f"{event.get('dst_ip', '')}:{event.get('dst_port', 0)}"
+    host = event.get("sni") or event.get("dns_name") or ""
+    detail = {
+        "DNS_QUERY": f"dns? {event.get('dns_name', '')}",
+        "DNS_ANSWER": f"dns {event.get('dns_name', '')} = {', '.join(event.get('dns_addrs') or [])}",
+    }.get(etype, f"{etype.lower()} {dst}" + (f" ({host})" if host else ""))
+    if cls:
+        detail += f" {cls.lower()}"
+    if decision and decision != "allow":
+        detail += f" [policy:{decision}]"
+    return f"{clock} {who} {detail}"
+
+
+class OutputStage(Stage):
+    role = "output"
+    read_only = True  # the loop publishes the frame as received
+
+    def __init__(self, config: MonitorConfig, stream: BinaryIO | None = None) -> None:
+        super().__init__(config)
+        self.stream = stream
+        self.expected_seq: int | None = None
+        self.stdout_ok = True
+
+    def setup(self) -> None:
+        if self.stream is None:
+            self.stream = os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
+
+    def process(self, events: list[Event]) -> list[Event]:
+        self._count_gaps(events)
+        if not self.stdout_ok:
+            return events
+        if self.config.format == "json":
+            data = b"".join(map(to_json_line, events))
+        elif self.config.format == "text":
+            lines = [t for t in (to_text(e, self.config.verbose) for e in events) if t]
+            data = ("\n".join(lines) + "\n").encode() if lines else b""
+        else:  # "none": publish only
+            data = b""
+        if data:
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except BrokenPipeError:
+                # Someone piped us into `head`; keep publishing, stop printing.
+                self.stdout_ok = False
+                log.warning("stdout closed; events are still published on events.sock")
+        return events
+
+    def _count_gaps(self, events: list[Event]) -> None:
+        expected = self.expected_seq
+        for event in events:
+            seq = event.get("seq")
+            if not isinstance(seq, int):
+                continue
+            if expected is not None and seq > expected:
+                self.stats["missing"] += seq - expected
+            # seq going backwards means capture restarted its numbering: follow it.
+            expected = seq + 1
+        self.expected_seq = expected
+
+
+STAGE = OutputStage
