@@ -1,0 +1,148 @@
+"""The real ``busted monitor --source bpf --format json`` as a subprocess.
+
+Started in a short runtime directory of its own (ipc paths are limited to ~107 bytes), it
+is ready when a line containing the word ``ready`` appears on its stderr (every probe
+attached). A thread parses stdout — one JSON event per line — into an
+:class:`~.events.EventLog`; another keeps stderr for failure messages. ``stop`` sends
+SIGTERM, the same shutdown path as Ctrl-C, and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from .events import EventLog
+
+READY = re.compile(r"\bready\b", re.IGNORECASE)
+
+
+class MonitorError(AssertionError):
+    """The monitor did not start, died, or did not stop cleanly."""
+
+
+class MonitorProcess:
+    def __init__(self, busted: str, extra_args: tuple[str, ...] = (),
+                 ready_timeout: float = 180.0) -> None:
+        self.busted = busted
+        self.extra_args = extra_args
+        self.ready_timeout = ready_timeout
+        self._parent = Path(tempfile.mkdtemp(prefix="bm-", dir="/tmp"))  # 0700, short
+        self.runtime_dir = self._parent / "run"
+        self.events = EventLog()
+        self.stderr_lines: deque[str] = deque(maxlen=400)
+        self.bad_stdout: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self.ready_after_s: float | None = None
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.busted, "monitor", "--source", "bpf", "--format", "json",
+                "--runtime-dir", str(self.runtime_dir), *self.extra_args]
+
+    def start(self) -> MonitorProcess:
+        started = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        for target, name in ((self._read_stdout, "monitor-stdout"),
+                             (self._read_stderr, "monitor-stderr")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        deadline = started + self.ready_timeout
+        while not self._ready.wait(0.2):
+            if self.proc.poll() is not None:
+                self._join_readers()
+                raise MonitorError(f"`{' '.join(self.argv)}` exited with status "
+                                   f"{self.proc.returncode} before it was ready:\n{self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise MonitorError(f"monitor not ready after {self.ready_timeout:.0f}s "
+                                   f"(no 'ready' line on stderr):\n{self.stderr_tail()}")
+        self.ready_after_s = time.monotonic() - started
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait for the exit; MonitorError if it hangs. Returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise MonitorError(f"monitor still running {timeout:.0f}s after SIGTERM:\n"
+                                   f"{self.stderr_tail()}") from None
+        self._join_readers()
+        shutil.rmtree(self._parent, ignore_errors=True)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # The whole group would include workers; the supervisor is ours, kill it and
+            # let its workers notice (they watch their parent).
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 60) -> str:
+        return "\n".join(list(self.stderr_lines)[-lines:])
+
+    # --- readers -------------------------------------------------------------------
+    def _join_readers(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.bad_stdout.append(line[:300])
+                continue
+            if isinstance(event, dict):
+                self.events.add(event)
+            else:
+                self.bad_stdout.append(line[:300])
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.stderr_lines.append(line)
+            if READY.search(line):
+                self._ready.set()
+
+
+def find_busted() -> str:
+    """The venv's ``busted`` next to the running Python, else the one on PATH."""
+    import sys
+
+    candidate = Path(sys.executable).parent / "busted"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("busted")
+    if found is None:
+        raise MonitorError("the busted command is not installed in this venv (pip install -e .)")
+    return found
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
