@@ -60,6 +60,26 @@ class Accounts:
             worker_uid = worker_gid = None
         return cls(stream_gid, worker_uid, worker_gid)
 
+    def worker_can_reach(self, path: Path) -> bool:
+        """Whether the worker account may traverse every directory down to ``path``.
+
+        A worker that dropped privileges must be able to reconnect its sockets later
+        (a restarted peer); zmq connects lazily, so this is checked up front.
+        """
+        if self.worker_uid is None:
+            return False
+        for directory in [*reversed(Path(path).parents), Path(path)]:
+            st = os.stat(directory)
+            if st.st_uid == self.worker_uid:
+                bit = stat.S_IXUSR
+            elif st.st_gid == self.worker_gid:
+                bit = stat.S_IXGRP
+            else:
+                bit = stat.S_IXOTH
+            if not st.st_mode & bit:
+                return False
+        return True
+
 
 def _check_owned_dir(path: Path) -> None:
     """Refuse a directory that is a symlink, not ours, or writable by others."""

@@ -42,6 +42,7 @@ from busted.workers.runner import worker_main
 log = logging.getLogger("busted.supervisor")
 
 STATS_INTERVAL_S = 1.0
+CAPTURE_START_GRACE_S = 10.0  # start capture anyway if a stage is slow to come up
 COUNTER_KEYS = ("received", "sent", "dropped", "errors")
 
 
@@ -60,7 +61,6 @@ class Worker:
     last_exit: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # latest heartbeat of this incarnation
     base: Counter = field(default_factory=Counter)  # counters of previous incarnations
-    stop_deadline: float = 0.0
     next_seq: int = 0  # capture only: where a restarted capture continues numbering
 
     def to(self, new: State) -> None:
@@ -106,6 +106,13 @@ class Supervisor:
     # --- start ---------------------------------------------------------------------
     def start(self) -> None:
         self.rundir.prepare()
+        accounts = self.rundir.accounts
+        if self.config.drop_privileges and os.geteuid() == 0 and \
+                not accounts.worker_can_reach(self.rundir.endpoints.pipe):
+            log.warning("the 'busted' account cannot reach %s (a parent directory is closed "
+                        "to it, or the account is missing); payload-parsing workers will keep "
+                        "running as root", self.rundir.endpoints.pipe)
+            self.config = self.config.replace(drop_privileges=False)
         ep = self.rundir.endpoints
         old_umask = os.umask(0o077)
         try:
@@ -119,9 +126,18 @@ class Supervisor:
         finally:
             os.umask(old_umask)
         self.started_at = self.clock()
-        # Downstream first, so each stage's input exists when its producer starts.
-        for role in reversed(ROLES):
+        # Downstream first; capture only once the others are up (see _start_capture_when_ready),
+        # so the first events do not wait in queues for stages that are still importing.
+        for role in reversed(ROLES[1:]):
             self._spawn(self.workers[role])
+
+    def _start_capture_when_ready(self, now: float) -> None:
+        capture = self.workers["capture"]
+        if capture.state != State.STOPPED or capture.process is not None or self.stopping:
+            return
+        others_up = all(w.state == State.RUNNING for r, w in self.workers.items() if r != "capture")
+        if others_up or now - self.started_at > CAPTURE_START_GRACE_S:
+            self._spawn(capture)
 
     def _spawn(self, worker: Worker) -> None:
         # A restarted capture continues the numbering, so gaps stay meaningful downstream.
@@ -165,6 +181,7 @@ class Supervisor:
         for fd, worker in sentinels.items():
             if fd in ready or not worker.process.is_alive():
                 self._on_exit(worker, now)
+        self._start_capture_when_ready(now)
         self._check_heartbeats(now)
         self._respawn_due(now)
         if self.stopping:
@@ -292,11 +309,10 @@ class Supervisor:
                 continue
             if worker.state in (State.RUNNING, State.STARTING):
                 worker.to(State.STOPPING)
-                # Capture may need longer: detaching probes, resuming held processes.
-                worker.stop_deadline = now + (1.5 if role == "capture" else 0.6)
                 self._send_to(role, {"type": "stop"})
-            if worker.state == State.STOPPING and worker.process is not None and \
-                    (overall_late or now > worker.stop_deadline):
+            # Every stage keeps working while the ones before it drain, so one shared
+            # deadline fits: a backlog gets all the time there is.
+            if worker.state == State.STOPPING and worker.process is not None and overall_late:
                 log.warning("%s did not stop in time; killing it", role)
                 worker.process.kill()
             if not overall_late:
@@ -333,6 +349,7 @@ class Supervisor:
                 "restarts": w.restarts,
                 "uptime_s": round(now - w.started_at, 1) if w.process is not None else 0.0,
                 "last_exit": w.last_exit,
+                "errors_by_kind": dict(w.report.get("errors_by_kind") or {}),
                 **w.counters(),
             }
         capture, output = workers["capture"], workers["output"]

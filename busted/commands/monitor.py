@@ -25,6 +25,14 @@ def _config_from_flags(**opts) -> MonitorConfig:
         if not Path(directory).is_dir():
             raise UsageError(f"--policy-dir {directory}: no such directory.")
     source = opts["source"]
+    kind, _, arg = source.partition(":")
+    if kind not in ("bpf", "synthetic", "replay") or (kind == "replay") != bool(arg):
+        raise UsageError(
+            f"unknown source {source!r}.",
+            "Use --source bpf (the default), --source synthetic or --source replay:FILE.",
+        )
+    if kind == "replay" and not Path(arg).is_file():
+        raise UsageError(f"--source replay:{arg}: no such file.")
     return MonitorConfig(
         runtime_dir=Path(opts["runtime_dir"]).absolute(),
         source=source,

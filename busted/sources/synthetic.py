@@ -130,9 +130,10 @@ class SyntheticSource:
         random.Random(seed).shuffle(self._templates)
         self._cycle = itertools.cycle(self._templates)
         self._start = 0.0
+        self._last = 0.0
 
     def start(self) -> None:
-        self._start = self.clock()
+        self._start = self._last = self.clock()
 
     def _due(self, now: float) -> int:
         if self.rate == 0:
@@ -155,6 +156,7 @@ class SyntheticSource:
         cycle = self._cycle
         events = [{**next(cycle), "timestamp": wall} for _ in range(n)]
         self.produced += n
+        self._last = self.clock()
         if self.count and self.produced >= self.count:
             self.exhausted = True
         return events
@@ -163,7 +165,8 @@ class SyntheticSource:
         pass
 
     def stats(self) -> dict[str, int]:
-        return {}
+        # How long production took: a rate is only "sustained" if this matches the offer.
+        return {"active_ms": int((self._last - self._start) * 1000)}
 
     def close(self) -> None:
         pass

@@ -1,0 +1,137 @@
+"""Integration tier: the real `busted monitor` with a synthetic or replay source, real
+worker processes, real ipc sockets in short temp dirs. No root needed (as root, the
+payload-parsing workers really switch to the `busted` account)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+BUSTED = [sys.executable, "-m", "busted"]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def busted_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*BUSTED, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Monitor:
+    """A `busted monitor` subprocess with its stdout lines and stderr collected."""
+
+    def __init__(self, runtime_dir: Path, *args: str, fmt: str = "json",
+                 env: dict[str, str] | None = None) -> None:
+        self.runtime_dir = runtime_dir
+        self.summary_path = runtime_dir.parent / f"{runtime_dir.name}-summary.json"
+        self.argv = [*BUSTED, "monitor", "--runtime-dir", str(runtime_dir), "--format", fmt, *args]
+        self.lines: list[str] = []
+        self.stderr: list[str] = []
+        full_env = dict(os.environ, BUSTED_SUMMARY_JSON=str(self.summary_path), **(env or {}))
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=full_env)
+        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
+                         for s, sink in ((self.proc.stdout, self.lines),
+                                         (self.proc.stderr, self.stderr))]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _pump(stream, sink: list[str]) -> None:
+        for raw in stream:
+            sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def status(self) -> dict:
+        result = busted_cli("status", "--json", "--runtime-dir", str(self.runtime_dir))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def wait_running(self, timeout: float = 20.0) -> dict:
+        def all_running():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"monitor exited early:\n{self.stderr_text()}")
+            if not (self.runtime_dir / "control.sock").exists():
+                return None
+            status = self.status()
+            return status if all(w["state"] == "running"
+                                 for w in status["workers"].values()) else None
+        return wait_for(all_running, timeout, "all workers running")
+
+    def worker_pids(self) -> set[int]:
+        try:
+            return {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return code
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return code
+
+    def summary(self) -> dict:
+        return json.loads(self.summary_path.read_text())
+
+    def stderr_text(self) -> str:
+        return "\n".join(self.stderr[-80:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory (ipc paths are limited to ~107 bytes) the worker account can
+    traverse."""
+    parent = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))
+    parent.chmod(0o711)
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def monitor_factory(short_dir: Path) -> Iterator[Callable[..., Monitor]]:
+    started: list[Monitor] = []
+
+    def start(*args: str, name: str = "run", **kwargs) -> Monitor:
+        mon = Monitor(short_dir / name, *args, **kwargs)
+        started.append(mon)
+        return mon
+
+    yield start
+    for mon in started:
+        mon.kill()
