@@ -5,6 +5,12 @@ is ready when a line containing the word ``ready`` appears on its stderr (every 
 attached). A thread parses stdout — one JSON event per line — into an
 :class:`~.events.EventLog`; another keeps stderr for failure messages. ``stop`` sends
 SIGTERM, the same shutdown path as Ctrl-C, and returns the exit status.
+
+It also subscribes to the published stream (``events.sock``): those events still carry
+the raw ``payload`` bytes that the JSON output never prints, which is how a test checks
+what the kernel copied while the classify worker (which turns ``payload`` into
+``tls_payload``) is a pass-through placeholder; the ``stats`` messages give the
+ring-buffer ``lost`` counter.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+
+import msgpack
+import zmq
+
+from busted import schema
 
 from .events import EventLog
 
@@ -38,7 +49,9 @@ class MonitorProcess:
         self.ready_timeout = ready_timeout
         self._parent = Path(tempfile.mkdtemp(prefix="bm-", dir="/tmp"))  # 0700, short
         self.runtime_dir = self._parent / "run"
-        self.events = EventLog()
+        self.events = EventLog()  # what stdout printed (JSON lines)
+        self.published = EventLog()  # what events.sock carried (raw payload included)
+        self.stats: dict = {}  # the last stats message of events.sock
         self.stderr_lines: deque[str] = deque(maxlen=400)
         self.bad_stdout: list[str] = []
         self.proc: subprocess.Popen | None = None
@@ -55,8 +68,10 @@ class MonitorProcess:
         started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
+        self._stop_sub = threading.Event()
         for target, name in ((self._read_stdout, "monitor-stdout"),
-                             (self._read_stderr, "monitor-stderr")):
+                             (self._read_stderr, "monitor-stderr"),
+                             (self._subscribe, "monitor-sub")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -76,6 +91,7 @@ class MonitorProcess:
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait for the exit; MonitorError if it hangs. Returns the exit status."""
         assert self.proc is not None
+        self._stop_sub.set()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -121,6 +137,27 @@ class MonitorProcess:
                 self.events.add(event)
             else:
                 self.bad_stdout.append(line[:300])
+
+    def _subscribe(self) -> None:
+        # Connecting before the socket exists is fine: zmq retries until output binds it.
+        ctx = zmq.Context.instance()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(f"ipc://{self.runtime_dir}/events.sock")
+        try:
+            while not self._stop_sub.is_set():
+                if not sub.poll(200):
+                    continue
+                topic, body = sub.recv_multipart()
+                if topic == b"events":
+                    for event in schema.decode_batch(body):
+                        self.published.add(event)
+                elif topic == b"stats":
+                    self.stats = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        finally:
+            sub.close()
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
