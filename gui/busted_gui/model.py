@@ -1,0 +1,511 @@
+"""The dashboard's data model: the last N events, the current filter, and aggregates.
+
+Pure Python, no Dear PyGui and no sockets, so it is unit-tested without a display. The
+render loop feeds it with :meth:`EventStore.add` (a few microseconds per event) and reads
+slices of the filtered view for the rows that are on screen; nothing here is
+proportional to the number of stored events except changing the filter.
+
+Each stored event gets a local id (``uid``), increasing by one per event, so a row or a
+selection can refer to an event that may have been evicted in the meantime.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+Event = dict[str, Any]
+
+DEFAULT_MAX_EVENTS = 5_000
+RATE_HISTORY_S = 300  # the header plot shows the last five minutes
+ACTIVE_WINDOW_S = 60.0  # a process counts as active if it was seen this recently
+MAX_GROUPS = 2_000  # processes/identities tracked; the least recently seen go first
+
+ANY = ""  # a filter field set to this matches everything
+
+# Fields searched by the free-text filter (besides the filter's own fields).
+_SEARCH_FIELDS = (
+    "process_name",
+    "llm_provider",
+    "provider",
+    "llm_model",
+    "llm_endpoint",
+    "agent_sdk",
+    "content_class",
+    "policy",
+    "sni",
+    "dst_ip",
+    "identity_instance",
+    "identity_narrative",
+    "container_id",
+    "pod_name",
+    "mcp_method",
+    "mcp_tool",
+    "llm_system_prompt",
+    "llm_user_message",
+    "llm_response_preview",
+)
+
+
+def provider_of(event: Event) -> str:
+    """The provider an event is about: the classifier's, else the destination's."""
+    return event.get("llm_provider") or event.get("provider") or ""
+
+
+def process_key(event: Event) -> str:
+    """How the processes view groups events: name and pid."""
+    return f"{event.get('process_name') or '?'} ({event.get('pid') or 0})"
+
+
+def identity_key(event: Event) -> str:
+    """How the agents view groups events: the identity worker's instance name."""
+    return event.get("identity_instance") or process_key(event)
+
+
+def decision_of(event: Event) -> str:
+    return event.get("policy") or ""
+
+
+def is_request(event: Event) -> bool:
+    return event.get("content_class") in ("LLM_REQUEST", "MCP_REQUEST")
+
+
+def _search_text(event: Event) -> str:
+    parts = [str(event.get(name) or "") for name in _SEARCH_FIELDS]
+    parts.append(str(event.get("pid") or ""))
+    if event.get("pii_types"):
+        parts.extend(event["pii_types"])
+    return "\n".join(parts).lower()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the events table shows. Empty fields match everything."""
+
+    text: str = ""
+    provider: str = ANY
+    content_class: str = ANY
+    decision: str = ANY
+    process: str = ANY  # a process_name (all its pids)
+    pii_only: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self != Filter()
+
+    def with_(self, **changes: Any) -> Filter:
+        return replace(self, **changes)
+
+    def matches(self, event: Event, search_text: str | None = None) -> bool:
+        if self.pii_only and not event.get("pii_detected"):
+            return False
+        if self.provider and provider_of(event) != self.provider:
+            return False
+        if self.content_class and (event.get("content_class") or "") != self.content_class:
+            return False
+        if self.decision and decision_of(event) != self.decision:
+            return False
+        if self.process and (event.get("process_name") or "") != self.process:
+            return False
+        if self.text:
+            haystack = search_text if search_text is not None else _search_text(event)
+            # Every word must appear somewhere: "openai deny" narrows like a search box.
+            return all(word in haystack for word in self.text.lower().split())
+        return True
+
+
+@dataclass
+class ProviderStats:
+    events: int = 0
+    requests: int = 0
+    responses: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    bytes: int = 0
+    pii: int = 0
+    last_seen: float = 0.0
+    models: Counter[str] = field(default_factory=Counter)
+    processes: set[str] = field(default_factory=set)
+    decisions: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class GroupStats:
+    """Per process (name + pid) or per identity."""
+
+    key: str
+    process_name: str = ""
+    pid: int = 0
+    events: int = 0
+    requests: int = 0
+    bytes: int = 0
+    pii: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    container: str = ""
+    sdks: set[str] = field(default_factory=set)
+    providers: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    narrative: str = ""
+
+
+class RateHistory:
+    """Events per second for the last few minutes, one bucket per wall-clock second."""
+
+    def __init__(self, seconds: int = RATE_HISTORY_S) -> None:
+        self.seconds = seconds
+        self._buckets: OrderedDict[int, int] = OrderedDict()
+
+    def add(self, count: int, when: float, now: float | None = None) -> None:
+        """Count ``count`` events at time ``when`` (clamped to the window ending ``now``:
+        a producer's clock may be a little ahead, and old history must not evict)."""
+        now = when if now is None else now
+        second = min(int(when), int(now))
+        if second <= int(now) - self.seconds:
+            return
+        if second in self._buckets:
+            self._buckets[second] += count
+        elif not self._buckets or second > next(reversed(self._buckets)):
+            self._buckets[second] = count
+        else:
+            # A delayed event for a second with no bucket yet: keep the buckets sorted.
+            self._buckets[second] = count
+            self._buckets = OrderedDict(sorted(self._buckets.items()))
+        while self._buckets and next(iter(self._buckets)) <= int(now) - self.seconds:
+            self._buckets.popitem(last=False)
+
+    def series(self, now: float) -> tuple[list[float], list[float]]:
+        """x (seconds relative to now, negative) and y (events/s), zero-filled."""
+        end = int(now)
+        xs = [float(s - end) for s in range(end - self.seconds + 1, end + 1)]
+        ys = [float(self._buckets.get(s, 0)) for s in range(end - self.seconds + 1, end + 1)]
+        return xs, ys
+
+    def rate(self, now: float, window_s: int = 3) -> float:
+        """Mean rate over the last complete ``window_s`` seconds."""
+        end = int(now)
+        total = sum(self._buckets.get(s, 0) for s in range(end - window_s, end))
+        return total / window_s
+
+
+class EventStore:
+    """The last ``max_events`` events, the filtered view over them, and running totals.
+
+    Totals and per-provider / per-process aggregates cover everything seen since the
+    dashboard started (they do not shrink when old events are evicted).
+    """
+
+    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.max_events = max_events
+        self._clock = clock
+        # A list trimmed in halves is a ring buffer with O(1) random access by uid.
+        self._events: list[Event] = []
+        self._search: list[str | None] = []
+        self._first_uid = 0  # uid of self._events[0]
+        self._next_uid = 0
+        self.filter = Filter()
+        self._view: list[int] = []  # uids matching the filter, ascending
+        self.version = 0  # bumped whenever the filtered view changes
+
+        self.total = 0
+        self.decisions: Counter[str] = Counter()
+        self.classes: Counter[str] = Counter()
+        self.pii_total = 0
+        self.bytes_total = 0
+        self.providers: dict[str, ProviderStats] = {}
+        self.processes: OrderedDict[str, GroupStats] = OrderedDict()
+        self.identities: OrderedDict[str, GroupStats] = OrderedDict()
+        self.process_names: Counter[str] = Counter()
+        self.rate = RateHistory()
+
+    # --- feeding -------------------------------------------------------------------
+    def add(self, event: Event) -> int:
+        """Store one event and fold it into the aggregates; returns its uid."""
+        uid = self._next_uid
+        self._next_uid += 1
+        self._events.append(event)
+        self._search.append(None)
+        if self.filter.active:
+            text = None
+            if self.filter.text:
+                text = self._search[-1] = _search_text(event)
+            if self.filter.matches(event, text):
+                self._view.append(uid)
+        else:
+            self._view.append(uid)
+        self._aggregate(event)
+        if len(self._events) >= 2 * self.max_events:
+            self._evict()
+        self.version += 1
+        return uid
+
+    def add_many(self, events: Iterable[Event]) -> int:
+        count = 0
+        now = self._clock()
+        last_second, pending = None, 0
+        for event in events:
+            self.add(event)
+            count += 1
+            second = int(event.get("timestamp") or now)
+            if second != last_second:
+                if pending:
+                    self.rate.add(pending, last_second, now)
+                last_second, pending = second, 0
+            pending += 1
+        if pending:
+            self.rate.add(pending, last_second, now)
+        return count
+
+    def _evict(self) -> None:
+        drop = len(self._events) - self.max_events
+        del self._events[:drop]
+        del self._search[:drop]
+        self._first_uid += drop
+        cut = bisect.bisect_left(self._view, self._first_uid)
+        if cut:
+            del self._view[:cut]
+
+    def _aggregate(self, event: Event) -> None:
+        now = event.get("timestamp") or self._clock()
+        size = int(event.get("bytes") or 0)
+        decision = decision_of(event)
+        pii = bool(event.get("pii_detected"))
+        request = is_request(event)
+        self.total += 1
+        self.bytes_total += size
+        if decision:
+            self.decisions[decision] += 1
+        if pii:
+            self.pii_total += 1
+        content_class = event.get("content_class") or ""
+        if content_class:
+            self.classes[content_class] += 1
+        name = event.get("process_name") or ""
+        if name:
+            self.process_names[name] += 1
+
+        provider = provider_of(event)
+        model = event.get("llm_model") or ""
+        if provider:
+            p = self.providers.get(provider)
+            if p is None:
+                p = self.providers[provider] = ProviderStats()
+            p.events += 1
+            p.requests += request
+            p.responses += content_class in ("LLM_RESPONSE", "MCP_RESPONSE")
+            p.input_tokens += int(event.get("llm_input_tokens") or 0)
+            p.output_tokens += int(event.get("llm_output_tokens") or 0)
+            p.bytes += size
+            p.pii += pii
+            p.last_seen = max(p.last_seen, now)
+            if model:
+                p.models[model] += 1
+            p.processes.add(name or "?")
+            if decision:
+                p.decisions[decision] += 1
+
+        for groups, key in (
+            (self.processes, process_key(event)),
+            (self.identities, identity_key(event)),
+        ):
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = GroupStats(
+                    key=key, process_name=name, pid=int(event.get("pid") or 0), first_seen=now
+                )
+                if len(groups) > MAX_GROUPS:
+                    groups.popitem(last=False)
+            else:
+                groups.move_to_end(key)
+            g.events += 1
+            g.requests += request
+            g.bytes += size
+            g.pii += pii
+            g.last_seen = max(g.last_seen, now)
+            if event.get("container_id") and not g.container:
+                g.container = event.get("pod_name") or event["container_id"][:12]
+            if event.get("agent_sdk"):
+                g.sdks.add(event["agent_sdk"])
+            if provider:
+                g.providers[provider] += 1
+            if model:
+                g.models[model] += 1
+            if decision:
+                g.decisions[decision] += 1
+            if event.get("identity_narrative"):
+                g.narrative = event["identity_narrative"]
+
+    # --- reading -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return min(len(self._events), self.max_events)
+
+    @property
+    def stored(self) -> int:
+        return len(self)
+
+    def get(self, uid: int) -> Event | None:
+        """The event with this uid, or None if it was evicted (or never existed)."""
+        index = uid - self._first_uid
+        if uid < self.oldest_uid or index >= len(self._events):
+            return None
+        return self._events[index]
+
+    @property
+    def oldest_uid(self) -> int:
+        """The oldest uid still visible (the ring may hold up to 2N, we expose N)."""
+        return max(self._first_uid, self._next_uid - self.max_events)
+
+    def view(self) -> list[int]:
+        """Uids matching the filter, oldest first (a live list: do not modify)."""
+        oldest = self.oldest_uid
+        if self._view and self._view[0] < oldest:
+            cut = bisect.bisect_left(self._view, oldest)
+            del self._view[:cut]
+        return self._view
+
+    def view_len(self) -> int:
+        return len(self.view())
+
+    def view_slice(self, start: int, stop: int) -> list[tuple[int, Event]]:
+        """(uid, event) pairs for positions [start, stop) of the filtered view."""
+        view = self.view()
+        out = []
+        for uid in view[max(0, start) : max(0, stop)]:
+            event = self.get(uid)
+            if event is not None:
+                out.append((uid, event))
+        return out
+
+    def set_filter(self, new: Filter) -> None:
+        """Apply a filter to everything stored (a few ms for 5,000 events)."""
+        if new == self.filter:
+            return
+        self.filter = new
+        oldest = self.oldest_uid
+        view: list[int] = []
+        for index, event in enumerate(self._events):
+            uid = self._first_uid + index
+            if uid < oldest:
+                continue
+            text = None
+            if new.text:
+                text = self._search[index]
+                if text is None:
+                    text = self._search[index] = _search_text(event)
+            if new.matches(event, text):
+                view.append(uid)
+        self._view = view
+        self.version += 1
+
+    def clear(self) -> None:
+        """Forget the stored events (aggregates and totals stay)."""
+        self._first_uid = self._next_uid
+        self._events.clear()
+        self._search.clear()
+        self._view.clear()
+        self.version += 1
+
+    # --- aggregates --------------------------------------------------------------------
+    def active_processes(self, now: float | None = None) -> int:
+        now = self._clock() if now is None else now
+        return sum(1 for g in self.processes.values() if now - g.last_seen <= ACTIVE_WINDOW_S)
+
+    def provider_rows(self) -> list[tuple[str, ProviderStats]]:
+        """Providers, busiest first."""
+        return sorted(self.providers.items(), key=lambda item: -item[1].events)
+
+    def group_rows(self, by: str = "process") -> list[GroupStats]:
+        """Processes (``by="process"``) or identities, most recently seen first."""
+        groups = self.processes if by == "process" else self.identities
+        return sorted(groups.values(), key=lambda g: -g.last_seen)
+
+    def choices(self) -> dict[str, list[str]]:
+        """Values offered by the filter drop-downs (what has been seen)."""
+        return {
+            "provider": sorted(self.providers),
+            "content_class": sorted(self.classes),
+            "decision": [d for d in ("allow", "audit", "deny") if d in self.decisions]
+            + sorted(d for d in self.decisions if d not in ("allow", "audit", "deny")),
+            "process": sorted(self.process_names),
+        }
+
+
+# --- formatting shared by the table and the tests --------------------------------------
+
+COLUMNS = (
+    "Time",
+    "Process",
+    "Provider",
+    "Model",
+    "Endpoint / class",
+    "SDK",
+    "Decision",
+    "PII",
+    "Identity",
+    "Bytes",
+)
+
+
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def human_count(n: float) -> str:
+    if n < 10_000:
+        return f"{n:,.0f}"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.2f}M"
+
+
+def format_time(ts: float, millis: bool = True) -> str:
+    if not ts:
+        return ""
+    text = time.strftime("%H:%M:%S", time.localtime(ts))
+    return text + f".{int((ts % 1) * 1000):03d}" if millis else text
+
+
+def endpoint_of(event: Event) -> str:
+    """What the table shows in the endpoint/class column."""
+    if event.get("mcp_method"):
+        tool = event.get("mcp_tool")
+        return f"MCP {event['mcp_method']}" + (f" · {tool}" if tool else "")
+    endpoint = event.get("llm_endpoint") or ""
+    content_class = event.get("content_class") or event.get("event_type") or ""
+    if endpoint:
+        return endpoint
+    return content_class
+
+
+def row_cells(event: Event) -> tuple[str, ...]:
+    """The text of one table row, in COLUMNS order."""
+    pii = ""
+    if event.get("pii_detected"):
+        types = event.get("pii_types") or []
+        pii = "PII " + ",".join(types[:2]) if types else "PII"
+    stream = " ⇢" if event.get("llm_stream") else ""
+    return (
+        format_time(event.get("timestamp") or 0.0, millis=False),
+        process_key(event),
+        provider_of(event),
+        (event.get("llm_model") or "") + stream,
+        endpoint_of(event),
+        event.get("agent_sdk") or "",
+        decision_of(event) or "-",
+        pii,
+        event.get("identity_instance") or "",
+        human_bytes(int(event.get("bytes") or 0)),
+    )
