@@ -1,0 +1,307 @@
+"""The classifier proper: from one message (or one raw capture) to event fields.
+
+:func:`classify_message` judges a whole HTTP message (HTTP/1.x, or rebuilt from an
+HTTP/2 stream), :func:`classify_raw` judges bytes that are not HTTP (a bare JSON body,
+an SSE continuation, junk). Both take a :class:`ConnContext` that remembers what the
+connection said before (host, provider, the last request), so a response is judged in
+the light of the request it answers. Neither raises; :func:`busted.classifier.classify`
+wraps them for one standalone capture.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from busted.classifier import llm, locate, mcp, pii, providers, redact, sdk, sse
+from busted.classifier.body import decode_content, to_text
+from busted.classifier.http1 import HttpMessage
+
+MAX_PAYLOAD_TEXT = 256 * 1024  # characters of tls_payload kept per event
+MAX_SCAN = pii.MAX_SCAN  # bytes of content scanned for PII and secrets
+
+
+@dataclass
+class ConnContext:
+    """What one connection has told us so far (shared by both directions)."""
+
+    sni: str = ""
+    dst_ip: str = ""
+    dst_port: int = 0
+    host: str = ""  # from the last request's Host / :authority
+    provider: str | None = None  # provider of the last LLM request
+    endpoint: str = ""
+    model: str = ""
+    stream: bool | None = None
+    mcp: bool = False  # the last request was MCP (responses on it are MCP)
+    mcp_method: str = ""
+    requests: int = 0
+    http2: bool = False
+
+
+def parse_json(data: bytes | str) -> Any:
+    """The JSON value of a body, or None (invalid, truncated, too deep)."""
+    if not data:
+        return None
+    head = data[:1] if isinstance(data, str) else data[:1].decode("latin-1")
+    if head not in "{[":
+        data = data.strip()
+        if not data or (data[:1] if isinstance(data, str) else data[:1].decode("latin-1")) not in "{[":
+            return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
+class _Body:
+    """A message body decoded once, with the scans both PII detection and masking use."""
+
+    __slots__ = ("data", "tokens", "masked", "secrets", "text")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        scanned = data[:MAX_SCAN]
+        self.tokens = locate.token_windows(scanned) if scanned else []
+        masked, self.secrets = redact.mask_bytes(data, self.tokens if len(data) <= MAX_SCAN else None)
+        self.text = to_text(data) if data else ""
+        self.masked = to_text(masked[:MAX_PAYLOAD_TEXT]) if self.secrets else self.text[:MAX_PAYLOAD_TEXT]
+
+    def pii(self) -> dict[str, Any]:
+        types = pii.scan(self.data[:MAX_SCAN], self.tokens) if self.data else []
+        return {"pii_detected": bool(types), "pii_types": types}
+
+
+def _payload_text(msg: HttpMessage, masked_headers: list[tuple[str, str]], body: _Body) -> str:
+    if msg.kind == "request":
+        target = redact.mask_text(msg.target) if "=" in msg.target else msg.target
+        start = f"{msg.method} {target} {msg.version}"
+    else:
+        start = f"{msg.version} {msg.status} {msg.reason}".rstrip()
+    lines = [start]
+    lines.extend(f"{name}: {value}" for name, value in masked_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n" + body.masked)[:MAX_PAYLOAD_TEXT]
+
+
+def _mask_fields(fields: dict[str, Any]) -> None:
+    for key in ("llm_user_message", "llm_system_prompt", "llm_response_preview"):
+        value = fields.get(key)
+        if value:
+            fields[key] = redact.mask_text(value)
+
+
+def _headers_hint(msg: HttpMessage) -> str | None:
+    if msg.header("anthropic-version") or msg.header("anthropic-beta"):
+        return "anthropic"
+    if msg.header("openai-organization") or msg.header("openai-project") or msg.header("x-stainless-lang"):
+        return "openai"
+    return None
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(host from an absolute-form target, path without query)."""
+    host = ""
+    if target.startswith(("http://", "https://")):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        host, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return host, path
+
+
+def classify_message(msg: HttpMessage, ctx: ConnContext | None = None) -> dict[str, Any]:
+    """Fields of one HTTP message (request or response)."""
+    ctx = ctx or ConnContext()
+    encoding = msg.header("content-encoding")
+    body = _Body(decode_content(msg.body, encoding) if encoding else msg.body)
+    masked_headers = redact.mask_headers(msg.headers)
+    judge = _request if msg.kind == "request" else _response
+    fields = judge(msg, body, ctx)
+    if body.secrets:
+        _mask_fields(fields)
+    fields["http_headers"] = redact.headers_dict(masked_headers)
+    fields["tls_payload"] = _payload_text(msg, masked_headers, body)
+    return fields
+
+
+def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]:
+    abs_host, path = _split_target(msg.target)
+    host_header = msg.header("host") or msg.header(":authority") or abs_host
+    host, host_port = providers.split_host(host_header)
+    sni = ctx.sni.lower()
+    # SNI names the server the TLS session was made with; trust it over a Host header.
+    name = sni or host
+    port = ctx.dst_port or host_port
+    ctx.requests += 1
+    body = body_.data
+    ctx.host = name
+    ctype = (msg.header("content-type") or "").lower()
+    obj = parse_json(body) if body and ("json" in ctype or not ctype or body[:1] in b"{[") else None
+    salvaged = None
+    if obj is None and body and body.lstrip()[:1] == b"{":
+        salvaged = llm.salvage(to_text(body[:MAX_SCAN]))  # cut short by capture limits
+    fields: dict[str, Any] = {}
+    agent, version = sdk.detect(msg.header)
+    if agent:
+        fields["agent_sdk"] = agent
+        if version:
+            fields["agent_sdk_version"] = version
+
+    mcp_headers = bool(msg.header("mcp-session-id") or msg.header("mcp-protocol-version"))
+    mcp_fields = mcp.request_fields(obj, mcp_headers) if obj is not None else None
+    if mcp_fields is not None:
+        ctx.mcp = True
+        ctx.mcp_method = mcp_fields["mcp_method"]
+        ctx.provider = None
+        fields.update(mcp_fields)
+        fields["content_class"] = "MCP_REQUEST"
+        fields["classifier_confidence"] = 0.95 if mcp.is_mcp_method(mcp_fields["mcp_method"]) else 0.8
+        fields.update(body_.pii())
+        return fields
+    ctx.mcp = mcp_headers or path.rstrip("/").endswith(("/mcp", "/sse"))
+
+    provider, confidence = (None, 0.0)
+    if msg.method in ("POST", "GET", "PUT", "DELETE", "PATCH") or not msg.method:
+        shape_obj = obj if obj is not None else salvaged
+        provider, confidence = providers.detect(name, port, path, shape_obj, _headers_hint(msg))
+        if (
+            provider
+            and msg.method != "POST"
+            and providers.provider_for_host(name) is None
+            and port != providers.OLLAMA_PORT
+        ):
+            provider = None  # shape-only evidence needs a POST (an S3 PUT named like an API is not one)
+    if provider is None:
+        ctx.provider = None
+        fields["content_class"] = "HTTP_REQUEST"
+        fields["classifier_confidence"] = 0.9 if msg.method else 0.5
+        fields.update(body_.pii())
+        return fields
+
+    fields["content_class"] = "LLM_REQUEST"
+    fields["llm_provider"] = provider
+    fields["llm_endpoint"] = path
+    if obj is not None:
+        confidence = min(1.0, confidence + 0.04)
+    elif body and salvaged is None:
+        confidence -= 0.15  # a provider host, but a body we cannot read
+    fields["classifier_confidence"] = round(confidence, 2)
+    fields.update(llm.extract_request(obj if obj is not None else salvaged, path))
+    if "llm_stream" not in fields and "text/event-stream" in (msg.header("accept") or ""):
+        fields["llm_stream"] = True
+    ctx.provider = provider
+    ctx.endpoint = path
+    ctx.model = fields.get("llm_model", "")
+    ctx.stream = fields.get("llm_stream")
+    fields.update(body_.pii())
+    return fields
+
+
+def _response(msg: HttpMessage, body: _Body, ctx: ConnContext) -> dict[str, Any]:
+    body_text = body.text
+    ctype = (msg.header("content-type") or "").lower()
+    fields: dict[str, Any] = {}
+    acc = llm.ResponseAccumulator()
+    mcp_session = ctx.mcp or bool(msg.header("mcp-session-id"))
+    mcp_fields: dict[str, Any] | None = None
+    obj: Any = None
+    streamed = "event-stream" in ctype or "ndjson" in ctype or (not ctype and sse.looks_like_sse(body_text))
+    if streamed:
+        events = sse.iter_ndjson(body_text) if "ndjson" in ctype else sse.iter_sse(body_text)
+        for event, item in events:
+            if mcp_fields is None:
+                mcp_fields = mcp.response_fields(item, mcp_session)
+                if mcp_fields is not None:
+                    obj = item
+                    continue
+            acc.add(item, event)
+        fields["llm_stream"] = True
+    else:
+        if body_text and ("json" in ctype or not ctype or body_text[:1] in "{["):
+            obj = parse_json(body_text)
+        if obj is None and sse.looks_like_ndjson(body_text):
+            for event, item in sse.iter_ndjson(body_text):
+                acc.add(item, event)
+        elif obj is not None:
+            mcp_fields = mcp.response_fields(obj, mcp_session)
+            if mcp_fields is None:
+                acc.add(obj)
+    pii_fields = body.pii()
+
+    if mcp_fields is not None:
+        fields.update(mcp_fields)
+        if "mcp_method" not in fields and ctx.mcp_method:
+            fields["mcp_method"] = ctx.mcp_method
+        fields["content_class"] = "MCP_RESPONSE"
+        fields["classifier_confidence"] = 0.9 if mcp_session else 0.7
+        fields.update(pii_fields)
+        return fields
+
+    provider = providers.provider_for_host(ctx.sni) or ctx.provider
+    if provider is None and ctx.dst_port == providers.OLLAMA_PORT:
+        provider = "Ollama"
+    confidence = 0.9 if provider else 0.0
+    if provider is None and acc.seen and acc.shape:
+        provider = llm.SHAPE_PROVIDER.get(acc.shape)
+        confidence = 0.7
+    if provider is None:
+        fields["content_class"] = "HTTP_RESPONSE"
+        fields["classifier_confidence"] = 0.9 if msg.status else 0.5
+        fields.update(pii_fields)
+        return fields
+    fields["content_class"] = "LLM_RESPONSE"
+    fields["llm_provider"] = provider
+    if acc.seen:
+        confidence = min(1.0, confidence + 0.05)
+    fields["classifier_confidence"] = round(confidence, 2)
+    if ctx.endpoint:
+        fields["llm_endpoint"] = ctx.endpoint
+    if ctx.model:
+        fields["llm_model"] = ctx.model
+    if ctx.stream is not None and "llm_stream" not in fields:
+        fields["llm_stream"] = ctx.stream
+    fields.update(acc.fields())
+    _bedrock_usage(msg, fields)
+    fields.update(pii_fields)
+    return fields
+
+
+def _bedrock_usage(msg: HttpMessage, fields: dict[str, Any]) -> None:
+    for header, key in (
+        ("x-amzn-bedrock-input-token-count", "llm_input_tokens"),
+        ("x-amzn-bedrock-output-token-count", "llm_output_tokens"),
+    ):
+        value = msg.header(header)
+        if value and value.isdigit() and key not in fields:
+            fields[key] = int(value)
+
+
+def classify_raw(data: bytes, direction: str, ctx: ConnContext | None = None) -> dict[str, Any]:
+    """Fields of bytes that are not an HTTP message: a bare JSON body (request bodies
+    written apart from their headers), an SSE / NDJSON continuation, or anything else."""
+    ctx = ctx or ConnContext()
+    body = _Body(data[:MAX_PAYLOAD_TEXT])
+    stripped = body.text.lstrip()
+    fields: dict[str, Any] = {"content_class": "UNKNOWN", "classifier_confidence": 0.0}
+    if stripped[:1] in ("{", "[") or sse.looks_like_sse(stripped):
+        synthetic = HttpMessage(kind="request" if direction == "write" else "response", body=data)
+        judged = _request(synthetic, body, ctx) if direction == "write" else _response(synthetic, body, ctx)
+        if judged.get("content_class") not in ("HTTP_REQUEST", "HTTP_RESPONSE"):
+            fields = judged
+            fields["classifier_confidence"] = round(min(fields.get("classifier_confidence", 0.5), 0.8), 2)
+        else:
+            fields.update({k: v for k, v in judged.items() if k.startswith("pii_")})
+    elif body.text and _mostly_printable(body.text):
+        # Free text can still leak: scan printable captures (not TLS records or binary).
+        fields.update(body.pii())
+    if body.secrets:
+        _mask_fields(fields)
+    fields["tls_payload"] = body.masked
+    return fields
+
+
+def _mostly_printable(text: str) -> bool:
+    sample = text[:512]
+    bad = sum(1 for ch in sample if ch == "\ufffd" or (ch < " " and ch not in "\r\n\t"))
+    return bad * 10 < len(sample)
