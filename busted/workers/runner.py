@@ -308,7 +308,7 @@ class StageLoop:
 
     def _handle(self, frame: bytes) -> None:
         stage = self.stage
-        if stage.passthrough:
+        if stage.passthrough or not stage.wants(frame):
             try:
                 count = schema.batch_length(frame)
             except schema.DecodeError as exc:
@@ -323,7 +323,7 @@ class StageLoop:
             self.counters.error("decode", str(exc))
             return
         self.counters.received += len(events)
-        if getattr(stage, "read_only", False):
+        if stage.read_only:
             self._guarded(stage.process, events)
             self.out.send_frame(frame, len(events))
             return

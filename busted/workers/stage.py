@@ -14,7 +14,11 @@ sockets, batching, counters and heartbeats; a stage only transforms events:
 - ``feedback(command)`` (set by the loop) sends a small dict back to the capture worker,
   e.g. a verdict that a connection is not interesting.
 - ``passthrough = True`` tells the loop the stage does not look at events at all, so
-  raw frames are forwarded without decoding (an order of magnitude cheaper).
+  raw frames are forwarded without decoding (an order of magnitude cheaper);
+  ``wants(frame)`` says the same per batch (e.g. classify only needs batches that
+  carry raw ``payload`` bytes, which it can tell from the encoded frame).
+- ``read_only = True`` says the stage reads events but never changes them, so the
+  loop forwards the frame it received instead of encoding the batch again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Stage:
 
     role = "stage"
     passthrough = False
+    read_only = False
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
@@ -43,6 +48,11 @@ class Stage:
 
     def setup(self) -> None:
         """Called once in the worker process, before privileges are dropped."""
+
+    def wants(self, frame: bytes) -> bool:
+        """Whether this encoded batch needs decoding and ``process``; if not, the loop
+        forwards the frame untouched. Must be cheap and never raise."""
+        return True
 
     def process(self, events: list[Event]) -> list[Event]:
         return events
