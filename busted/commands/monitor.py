@@ -12,6 +12,7 @@ import click
 
 from busted.config import DEFAULT_RUNTIME_DIR, MAX_COPY_LIMIT, MonitorConfig
 from busted.errors import PrivilegeError, UsageError
+from busted.sinks import parse_spec
 
 log = logging.getLogger("busted.monitor")
 
@@ -33,6 +34,8 @@ def _config_from_flags(**opts) -> MonitorConfig:
         )
     if kind == "replay" and not Path(arg).is_file():
         raise UsageError(f"--source replay:{arg}: no such file.")
+    for spec in opts["output"]:
+        parse_spec(spec)
     return MonitorConfig(
         runtime_dir=Path(opts["runtime_dir"]).absolute(),
         source=source,
@@ -85,8 +88,9 @@ Examples:
               show_default=True, help="How events are printed on stdout (none: publish only).")
 @click.option("--verbose", "-v", is_flag=True,
               help="Text format: also show connections, DNS and system prompts.")
-@click.option("--output", multiple=True, metavar="file:PATH",
-              help="Extra sink (repeatable): file:PATH appends JSON lines.")
+@click.option("--output", multiple=True, metavar="SINK",
+              help="Extra sink (repeatable): file:PATH (JSON lines), syslog:HOST:PORT (UDP, "
+                   "RFC 5424), webhook:URL (POSTed JSON arrays).")
 @click.option("--policy-dir", multiple=True, type=click.Path(), metavar="DIR",
               help="Evaluate every *.rego here (repeatable); edits reload live.")
 @click.option("--rule", multiple=True, metavar="REGO", help="An inline Rego policy (repeatable).")

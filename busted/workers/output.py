@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from busted.config import MonitorConfig
+from busted.sinks import Sink, open_sink
 from busted.workers.stage import Event, Stage
 
 log = logging.getLogger("busted.output")
@@ -135,22 +136,26 @@ class OutputStage(Stage):
         self.stream = stream
         self.expected_seq: int | None = None
         self.stdout_ok = True
+        self.sinks: list[Sink] = []
 
     def setup(self) -> None:
         if self.stream is None:
             self.stream = os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
+        self.sinks = [open_sink(spec) for spec in self.config.outputs]
 
     def process(self, events: list[Event]) -> list[Event]:
         self._count_gaps(events)
-        if not self.stdout_ok:
-            return events
-        if self.config.format == "json":
-            data = b"".join([to_json_line(e) for e in events])
-        elif self.config.format == "text":
+        fmt = self.config.format if self.stdout_ok else "none"
+        data = b""
+        if fmt == "text":  # before JSON, which formats timestamps in place
             lines = [t for t in (to_text(e, self.config.verbose) for e in events) if t]
             data = ("\n".join(lines) + "\n").encode() if lines else b""
-        else:  # "none": publish only
-            data = b""
+        if fmt == "json" or self.sinks:
+            json_lines = [to_json_line(e) for e in events]
+            for sink in self.sinks:
+                sink.write(json_lines)
+            if fmt == "json":
+                data = b"".join(json_lines)
         if data:
             try:
                 self.stream.write(data)
@@ -172,6 +177,17 @@ class OutputStage(Stage):
             # seq going backwards means capture restarted its numbering: follow it.
             expected = seq + 1
         self.expected_seq = expected
+
+    def tick(self, now: float) -> list[Event]:
+        for sink in self.sinks:
+            for key, value in sink.stats.items():
+                self.stats[f"{sink.name}_{key}"] = value
+        return []
+
+    def close(self) -> list[Event]:
+        for sink in self.sinks:
+            sink.close()
+        return []
 
 
 STAGE = OutputStage
