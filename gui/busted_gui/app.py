@@ -147,6 +147,7 @@ class Dashboard:
             "normal": theme.button_theme((38, 45, 58, 255), (52, 62, 80, 255)),
             "follow_on": theme.button_theme((30, 70, 50, 255), (40, 90, 64, 255)),
             "rate": theme.series_theme(theme.ACCENT),
+            "row_selectable": theme.row_selectable_theme(),
         }
         with dpg.window(tag="main", no_scrollbar=True) as main:
             self._build_top_bar()
@@ -287,11 +288,7 @@ class Dashboard:
             _bind_font("events_table", self.fonts.table)
             for name, weight in zip(COLUMNS, _WEIGHTS, strict=True):
                 dpg.add_table_column(label=name, init_width_or_weight=weight)
-            # A selectable draws its label ~3 px above plain text in the same row: give
-            # it a little height and align its label to the bottom so the row lines up.
-            with dpg.theme() as align, dpg.theme_component(dpg.mvSelectable):
-                dpg.add_theme_style(dpg.mvStyleVar_SelectableTextAlign, 0, 1,
-                                    category=dpg.mvThemeCat_Core)
+            align = self._themes["row_selectable"]
             for i in range(MAX_ROWS):
                 with dpg.table_row(height=ROW_HEIGHT, show=i < 1) as row:
                     sel = dpg.add_selectable(
@@ -328,7 +325,7 @@ class Dashboard:
     def _build_help(self) -> None:
         with dpg.window(
             label="Keyboard shortcuts", modal=True, show=False, tag="help", width=560,
-            height=500, no_resize=True, no_collapse=True, on_close=lambda: self.toggle_help(False),
+            height=590, no_resize=True, no_collapse=True, on_close=lambda: self.toggle_help(False),
         ):
             with dpg.table(header_row=False, policy=dpg.mvTable_SizingFixedFit,
                            row_background=True):
@@ -414,7 +411,7 @@ class Dashboard:
         show = (not dpg.is_item_shown("help")) if show is None else show
         if show:
             w, h = dpg.get_viewport_client_width(), dpg.get_viewport_client_height()
-            dpg.set_item_pos("help", ((w - 560) // 2, max(20, (h - 500) // 2)))
+            dpg.set_item_pos("help", ((w - 560) // 2, max(20, (h - 590) // 2)))
         dpg.configure_item("help", show=show)
 
     def toggle_detail(self) -> None:
@@ -817,26 +814,26 @@ class Dashboard:
                 "Bytes", "Deny", "Audit", "Allow", "PII", "Processes", "Models", "Last seen")
         with dpg.table(parent="providers_area", header_row=True, row_background=True,
                        policy=dpg.mvTable_SizingStretchProp, borders_innerH=False,
-                       resizable=True) as table:
+                       borders_innerV=False) as table:
             for name in cols:
                 weight = 3.0 if name == "Models" else 1.2 if name == "Provider" else 0.8
                 dpg.add_table_column(label=name, init_width_or_weight=weight)
             for name, p in self.store.provider_rows():
-                with dpg.table_row():
-                    dpg.add_selectable(label=name, span_columns=True, user_data=name,
-                                       callback=self._filter_provider)
+                with dpg.table_row(height=ROW_HEIGHT):
+                    self._row_selectable(name, name, self._filter_provider)
                     for value in (human_count(p.events), human_count(p.requests),
                                   human_count(p.responses), human_count(p.input_tokens),
                                   human_count(p.output_tokens), human_bytes(p.bytes)):
                         dpg.add_text(value)
-                    dpg.add_text(human_count(p.decisions.get("deny", 0)), color=theme.DENY)
-                    dpg.add_text(human_count(p.decisions.get("audit", 0)), color=theme.AUDIT)
-                    dpg.add_text(human_count(p.decisions.get("allow", 0)), color=theme.ALLOW)
-                    dpg.add_text(human_count(p.pii), color=theme.PII if p.pii else theme.DIM)
+                    _count(p.decisions.get("deny", 0), theme.DENY)
+                    _count(p.decisions.get("audit", 0), theme.AUDIT)
+                    _count(p.decisions.get("allow", 0), theme.ALLOW)
+                    _count(p.pii, theme.PII)
                     dpg.add_text(str(len(p.processes)))
                     dpg.add_text(", ".join(m for m, _ in p.models.most_common(4)) or "—",
                                  color=theme.DIM)
                     dpg.add_text(_ago(now, p.last_seen), color=theme.DIM)
+        _bind_font(table, self.fonts.table)
         self._ids["providers_table"] = table
 
     def _rebuild_processes(self, now: float) -> None:
@@ -844,33 +841,43 @@ class Dashboard:
         if old is not None:
             dpg.delete_item(old)
         by_identity = self.group_by == "identity"
-        cols = ("Agent identity" if by_identity else "Process", "Container / pod", "SDK",
+        cols = ("Agent identity" if by_identity else "Process",
+                "Narrative" if by_identity else "Container / pod", "SDK",
                 "Events", "Requests", "Deny", "Audit", "Allow", "PII", "Providers", "Models",
                 "Last seen")
         with dpg.table(parent="processes_area", header_row=True, row_background=True,
                        policy=dpg.mvTable_SizingStretchProp, borders_innerH=False,
-                       resizable=True) as table:
+                       borders_innerV=False) as table:
             for name in cols:
-                weight = 2.2 if name in ("Providers", "Models") else 1.5 if name in (
-                    cols[0], "Container / pod") else 0.7
+                weight = {"Providers": 2.0, "Models": 2.0, "Narrative": 3.2, "Process": 1.4,
+                          "Agent identity": 1.8, "Container / pod": 1.3, "SDK": 1.3,
+                          "Last seen": 0.9}.get(name, 0.62)
                 dpg.add_table_column(label=name, init_width_or_weight=weight)
             for g in self.store.group_rows(self.group_by)[:300]:
-                with dpg.table_row():
-                    dpg.add_selectable(label=g.key, span_columns=True, user_data=g.process_name,
-                                       callback=self._filter_process)
-                    dpg.add_text(g.container or "—", color=theme.DIM)
+                with dpg.table_row(height=ROW_HEIGHT):
+                    self._row_selectable(g.key, g.process_name, self._filter_process)
+                    if by_identity:
+                        dpg.add_text(g.narrative or "—", color=theme.DIM)
+                    else:
+                        dpg.add_text(g.container or "—", color=theme.DIM)
                     dpg.add_text(", ".join(sorted(g.sdks)) or "—")
                     dpg.add_text(human_count(g.events))
                     dpg.add_text(human_count(g.requests))
-                    dpg.add_text(human_count(g.decisions.get("deny", 0)), color=theme.DENY)
-                    dpg.add_text(human_count(g.decisions.get("audit", 0)), color=theme.AUDIT)
-                    dpg.add_text(human_count(g.decisions.get("allow", 0)), color=theme.ALLOW)
-                    dpg.add_text(human_count(g.pii), color=theme.PII if g.pii else theme.DIM)
+                    _count(g.decisions.get("deny", 0), theme.DENY)
+                    _count(g.decisions.get("audit", 0), theme.AUDIT)
+                    _count(g.decisions.get("allow", 0), theme.ALLOW)
+                    _count(g.pii, theme.PII)
                     dpg.add_text(", ".join(p for p, _ in g.providers.most_common(4)) or "—")
                     dpg.add_text(", ".join(m for m, _ in g.models.most_common(3)) or "—",
                                  color=theme.DIM)
                     dpg.add_text(_ago(now, g.last_seen), color=theme.DIM)
+        _bind_font(table, self.fonts.table)
         self._ids["processes_table"] = table
+
+    def _row_selectable(self, label: str, user_data: Any, callback) -> None:
+        sel = dpg.add_selectable(label=label, span_columns=True, user_data=user_data,
+                                 callback=callback, height=19)
+        dpg.bind_item_theme(sel, self._themes["row_selectable"])
 
     def _filter_provider(self, sender, app_data, user_data) -> None:
         self.apply_filter(Filter(provider=user_data))
@@ -946,6 +953,11 @@ class Dashboard:
             self.quit_requested = True
         else:
             raise ValueError(f"unknown test command {cmd!r}")
+
+
+def _count(n: int, color: theme.RGBA) -> None:
+    """A count cell: coloured when there is something, dim when zero."""
+    dpg.add_text(human_count(n), color=color if n else theme.FAINT)
 
 
 def _bind_font(item: Any, font: Any) -> None:

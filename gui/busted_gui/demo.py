@@ -241,6 +241,10 @@ class DemoGenerator:
         provider = PROVIDERS[rng.choice(actor.providers)]
         model = rng.choice(provider.models)
         user, preview, pii_types = rng.choice(PROMPTS[actor.persona])
+        if pii_types and rng.random() < 0.6:
+            # Most conversations are harmless; PII shows up, but not in every other one.
+            clean = [p for p in PROMPTS[actor.persona] if not p[2]]
+            user, preview, pii_types = rng.choice(clean)
         stream = rng.random() < actor.stream_ratio
         conn_id = next(actor.conn_ids) % 40 + 3
         plaintext = provider.port != 443

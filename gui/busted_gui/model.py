@@ -422,9 +422,10 @@ class EventStore:
         return sorted(self.providers.items(), key=lambda item: -item[1].events)
 
     def group_rows(self, by: str = "process") -> list[GroupStats]:
-        """Processes (``by="process"``) or identities, most recently seen first."""
+        """Processes (``by="process"``) or identities, busiest first (a stable order:
+        sorting by last seen would reshuffle the rows every second)."""
         groups = self.processes if by == "process" else self.identities
-        return sorted(groups.values(), key=lambda g: -g.last_seen)
+        return sorted(groups.values(), key=lambda g: (-g.events, g.key))
 
     def choices(self) -> dict[str, list[str]]:
         """Values offered by the filter drop-downs (what has been seen)."""

@@ -213,3 +213,12 @@ def button_theme(bg: RGBA, hover: RGBA, text: RGBA = TEXT) -> int | str:
         dpg.add_theme_color(dpg.mvThemeCol_ButtonActive, hover, category=dpg.mvThemeCat_Core)
         dpg.add_theme_color(dpg.mvThemeCol_Text, text, category=dpg.mvThemeCat_Core)
     return theme
+
+
+def row_selectable_theme() -> int | str:
+    """A selectable draws its label ~3 px above plain text in the same table row: with a
+    little height and its label aligned to the bottom, the row lines up."""
+    with dpg.theme() as theme, dpg.theme_component(dpg.mvSelectable):
+        dpg.add_theme_style(dpg.mvStyleVar_SelectableTextAlign, 0, 1,
+                            category=dpg.mvThemeCat_Core)
+    return theme
