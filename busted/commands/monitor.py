@@ -57,6 +57,7 @@ def _config_from_flags(**opts) -> MonitorConfig:
         outputs=tuple(opts["output"]),
         verbose=opts["verbose"],
         drop_privileges=not opts["no_drop_privileges"],
+        heartbeat_timeout_s=opts["heartbeat_timeout"],
     )
 
 
@@ -112,6 +113,8 @@ Examples:
 @click.option("--dump-bpf", is_flag=True, help="Print the generated BPF C and cflags, then exit.")
 @click.option("--no-drop-privileges", is_flag=True,
               help="Keep parsing workers as root (debugging only).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(0.5, 600), default=5.0,
+              show_default=True, help="Restart a worker silent for this many seconds.")
 def monitor(**opts) -> int:
     """Run the daemon: capture, classify, identity, policy, output.
 

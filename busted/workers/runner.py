@@ -69,7 +69,7 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
 
             CaptureLoop(ctx, config, link, seq_start).run()
         else:
-            StageLoop(ctx, config, link, role).run()
+            StageLoop(ctx, config, link, role, parent_pid).run()
     except BustedError as exc:
         log.error("%s", exc)
         link.send({"type": "fatal", "error": str(exc)})
@@ -216,8 +216,9 @@ class StageLoop:
     """Pull batches, run the role's stage on them, push the results on."""
 
     def __init__(self, ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
-                 role: str) -> None:
+                 role: str, parent_pid: int) -> None:
         self.role = role
+        self.parent_pid = parent_pid
         self.config = config
         self.link = link
         self.counters = Counters()
@@ -246,6 +247,8 @@ class StageLoop:
         self.stage.feedback = self._send_feedback
         self.stage.setup()
         if drop_privileges(role, config, rundir.accounts):
+            # The kernel forgets the parent-death signal when credentials change.
+            _die_with_parent(self.parent_pid)
             log.debug("now running as uid %d", os.getuid())
 
     def _send_feedback(self, command: dict[str, Any]) -> None:

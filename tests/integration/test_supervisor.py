@@ -196,3 +196,36 @@ def test_bad_flags_are_explained(short_dir: Path):
     assert "Traceback" not in result.stderr
     result = busted_cli("monitor", "--max-copy", "10", "--runtime-dir", str(short_dir / "x"))
     assert result.returncode == 2 and "--max-copy" in result.stderr
+
+
+def test_a_hung_worker_is_killed_and_restarted(monitor_factory):
+    mon = monitor_factory("--source", "synthetic", "--rate", "500", "--heartbeat-timeout", "1",
+                          fmt="none")
+    status = mon.wait_running()
+    identity_pid = status["workers"]["identity"]["pid"]
+    os.kill(identity_pid, signal.SIGSTOP)  # alive but silent
+    back = wait_for(lambda: (w := mon.status()["workers"]["identity"])["state"] == "running"
+                    and w["pid"] != identity_pid and w, 10, "identity to be replaced")
+    assert back["restarts"] == 1
+    assert not psutil.pid_exists(identity_pid) or \
+        psutil.Process(identity_pid).status() == psutil.STATUS_ZOMBIE
+    assert mon.stop() == 0
+    assert "sent no heartbeat" in mon.stderr_text()
+
+
+def test_workers_die_with_a_killed_supervisor(monitor_factory):
+    mon = monitor_factory("--source", "synthetic", "--rate", "100", fmt="none")
+    mon.wait_running()
+    children = mon.worker_pids()
+    mon.proc.kill()
+    mon.proc.wait(5)
+
+    def gone():
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                       for p in children)
+    wait_for(gone, 5, "orphaned workers to exit")
+    # The next monitor cleans the stale runtime directory up and starts.
+    again = monitor_factory("--source", "synthetic", "--rate", "100", fmt="none",
+                            name=mon.runtime_dir.name)
+    again.wait_running()
+    assert again.stop() == 0
