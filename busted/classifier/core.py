@@ -231,7 +231,7 @@ def _response(msg: HttpMessage, body: _Body, ctx: ConnContext) -> dict[str, Any]
 
     if mcp_fields is not None:
         fields.update(mcp_fields)
-        if "mcp_method" not in fields and ctx.mcp_method:
+        if ctx.mcp_method and "mcp_method" not in fields:  # the request it answers
             fields["mcp_method"] = ctx.mcp_method
         fields["content_class"] = "MCP_RESPONSE"
         fields["classifier_confidence"] = 0.9 if mcp_session else 0.7

@@ -90,12 +90,34 @@ def response_fields(obj: Any, on_mcp_session: bool = False) -> dict[str, Any] | 
     if "result" not in msg and "error" not in msg:
         return None
     result = msg.get("result")
-    if on_mcp_session:
-        return {}
-    if isinstance(result, dict):
-        if _RESULT_KEYS.intersection(result):
-            return {}
-        content = result.get("content")
-        if isinstance(content, list) and content and isinstance(content[0], dict) and "type" in content[0]:
-            return {}
+    method = _method_of_result(result)
+    fields = {"mcp_method": method} if method else {}
+    if on_mcp_session or method:
+        return fields
+    if isinstance(result, dict) and _RESULT_KEYS.intersection(result):
+        return fields
+    return None
+
+
+def _method_of_result(result: Any) -> str | None:
+    """The request a result answers, read from its shape (a response has no method)."""
+    if not isinstance(result, dict):
+        return None
+    if "protocolVersion" in result and "capabilities" in result:
+        return "initialize"
+    if isinstance(result.get("tools"), list):
+        return "tools/list"
+    if isinstance(result.get("resources"), list):
+        return "resources/list"
+    if isinstance(result.get("resourceTemplates"), list):
+        return "resources/templates/list"
+    if isinstance(result.get("contents"), list):
+        return "resources/read"
+    if isinstance(result.get("prompts"), list):
+        return "prompts/list"
+    if isinstance(result.get("messages"), list) and "description" in result:
+        return "prompts/get"
+    content = result.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], dict) and "type" in content[0]:
+        return "tools/call"
     return None

@@ -104,8 +104,8 @@ def _card_found(text: bytes) -> bool:
     for match in _CARD.finditer(text):
         digits = match.group().replace(b" ", b"").replace(b"-", b"").decode("ascii")
         plausible = 13 <= len(digits) <= 19 and digits.startswith(_CARD_PREFIXES)
-        # len(set) > 2 skips 4444 4444 4444 4448-style fillers.
-        if plausible and luhn_ok(digits) and len(set(digits)) > 2:
+        # len(set) > 1 skips runs of one digit (0000 0000 0000 0000 passes Luhn).
+        if plausible and luhn_ok(digits) and len(set(digits)) > 1:
             return True
     return False
 
