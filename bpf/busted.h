@@ -1,0 +1,235 @@
+/* busted.h - records and constants shared by every kernel program of busted.
+ *
+ * Every bpf/NAME.bpf.c file is compiled by bcc into ONE program text (see
+ * busted/sources/kernel.py), so they share the maps declared at the end of this
+ * header: one ring buffer, one lost-record counter, one payload scratch buffer and
+ * one verdict map.
+ *
+ * The record structs below are mirrored in busted/kernel/records.py (ctypes);
+ * tests/unit/kernel/test_records_sync.py parses this file and checks that sizes and
+ * offsets agree, so change both together. Keep every struct naturally aligned
+ * (u64 fields on 8-byte offsets) so no compiler padding hides in between.
+ *
+ * Sizes and filters arrive as -D cflags (never by editing this text):
+ *   MAX_COPY      bytes of one library/syscall call copied at most (default 16 KiB)
+ *   CHUNK_SIZE    bytes per ring-buffer record, power of two <= 16 KiB; a call larger
+ *                 than one chunk becomes several records that userspace joins
+ *   RING_PAGES    ring buffer size in pages (power of two)
+ *   PLAIN_PORTn   TCP destination ports whose plain-text payload is copied
+ */
+#ifndef BUSTED_H
+#define BUSTED_H
+
+#ifndef MAX_COPY
+#define MAX_COPY 16384
+#endif
+#ifndef CHUNK_SIZE
+#define CHUNK_SIZE 16384
+#endif
+#ifndef RING_PAGES
+#define RING_PAGES 1024
+#endif
+#define MAX_CHUNKS ((MAX_COPY + CHUNK_SIZE - 1) / CHUNK_SIZE)
+
+#define COMM_LEN 16
+#define SNI_LEN 128
+#define DNS_PORT 53
+
+/* record types (rec_head.type) */
+#define REC_DATA 1        /* struct data_rec: a chunk of payload of one call */
+#define REC_SNI 2         /* struct sni_rec: SSL_ctrl(SSL_CTRL_SET_TLSEXT_HOSTNAME) */
+#define REC_SSL_FREE 3    /* struct ssl_rec: SSL_free */
+#define REC_CONNECT 4     /* struct conn_rec: a TCP connect() left this process */
+#define REC_ESTABLISHED 5 /* struct conn_rec: ... and the handshake completed */
+#define REC_CLOSE 6       /* struct conn_rec: a tracked TCP socket closed (byte totals) */
+#define REC_EXEC 7        /* struct rec_head only: a process called execve */
+#define REC_SSL_FD 8      /* struct ssl_rec: SSL_set_fd tied an SSL object to a socket */
+
+/* data_rec.source */
+#define SRC_TLS 1
+#define SRC_PLAIN 2
+#define SRC_DNS 3
+
+/* data_rec.direction */
+#define DIR_WRITE 0
+#define DIR_READ 1
+
+/* data_rec.flags */
+#define FLAG_TRUNCATED 1 /* the call carried more than MAX_COPY bytes */
+
+/* index into the per-cpu `lost` array */
+#define LOST_RINGBUF 0   /* ring buffer full: a record was dropped */
+#define LOST_READ 1      /* bpf_probe_read_user failed (page not resident) */
+#define LOST_STASH 2     /* no room in a stash map */
+#define LOST_SLOTS 4
+
+/* SSL_ctrl command that sets the SNI host name */
+#define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+
+struct rec_head {
+    u64 ts_ns;      /* bpf_ktime_get_ns (monotonic) */
+    u32 type;       /* REC_* */
+    u32 pid;        /* tgid */
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    u32 pad0;
+    u64 cgroup_id;
+    char comm[COMM_LEN];
+};
+
+struct data_rec {
+    struct rec_head h;
+    u64 conn_id;    /* TLS: the SSL* (stable per connection); plain/DNS: kernel id */
+    u64 sk;         /* the thread's last TCP socket (struct sock *), 0 if unknown */
+    u32 call_len;   /* bytes the call moved (may exceed what is copied) */
+    u32 offset;     /* of this chunk within the call */
+    u32 len;        /* bytes of data[] in this record */
+    s32 fd;         /* socket fd if known, else -1 */
+    u8 source;      /* SRC_* */
+    u8 direction;   /* DIR_* */
+    u8 flags;       /* FLAG_* */
+    u8 pad1[5];
+    u8 data[CHUNK_SIZE]; /* only `len` bytes are sent */
+};
+
+struct sni_rec {
+    struct rec_head h;
+    u64 ssl;
+    char name[SNI_LEN];
+};
+
+struct ssl_rec {
+    struct rec_head h;
+    u64 ssl;
+    s32 fd;
+    u32 pad2;
+};
+
+struct conn_rec {
+    struct rec_head h;
+    u64 sk;         /* struct sock *: joins CONNECT, ESTABLISHED and CLOSE */
+    u64 conn_id;
+    u64 bytes_sent;
+    u64 bytes_received;
+    s32 fd;         /* CONNECT only, else -1 */
+    u16 family;     /* AF_INET / AF_INET6 */
+    u16 sport;
+    u16 dport;
+    u16 pad3;
+    u32 pad4;
+    u8 saddr[16];   /* IPv4 in the first 4 bytes */
+    u8 daddr[16];
+};
+
+/* key of the verdict map: a connection of a process */
+struct conn_key {
+    u32 pid;
+    u32 pad;
+    u64 conn_id;
+};
+
+#ifdef BUSTED_KERNEL
+#include <uapi/linux/ptrace.h>
+/* ---- maps and helpers shared by all programs (kernel side only) -------------- */
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
+/* payload records are built here and copied into the ring with their exact size:
+ * a ring reserve needs a constant size, and reserving CHUNK_SIZE for a 100-byte
+ * write would waste the ring. */
+BPF_PERCPU_ARRAY(scratch, struct data_rec, 1);
+/* present = userspace judged the connection uninteresting: copy no more payload */
+BPF_HASH(verdicts, struct conn_key, u8, 65536);
+/* busted's own processes (filled by userspace): never traced, no feedback loops */
+BPF_HASH(ignored_pids, u32, u8, 64);
+/* each thread's last TCP socket, for TLS libraries that do their own I/O (node) */
+BPF_HASH(tid_sk, u32, u64, 65536);
+
+static __always_inline void count_lost(u32 slot)
+{
+    u64 *n = lost.lookup(&slot);
+    if (n)
+        *n += 1;
+}
+
+static __always_inline void fill_head(struct rec_head *h, u32 type)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    h->ts_ns = bpf_ktime_get_ns();
+    h->type = type;
+    h->pid = id >> 32;
+    h->tid = (u32)id;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    h->pad0 = 0;
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline int skip_self(u64 pid_tgid)
+{
+    u32 pid = pid_tgid >> 32;
+    return ignored_pids.lookup(&pid) != 0;
+}
+
+static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
+{
+    struct conn_key k = {.pid = pid, .pad = 0, .conn_id = conn_id};
+    return verdicts.lookup(&k) != 0;
+}
+
+/* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records. */
+static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 fd,
+                                      u64 buf, u64 n)
+{
+    u32 zero = 0;
+    struct data_rec *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    fill_head(&r->h, REC_DATA);
+    u32 tid = r->h.tid;
+    u64 *sk = tid_sk.lookup(&tid);
+    r->conn_id = conn_id;
+    r->sk = sk ? *sk : 0;
+    r->call_len = n > 0xffffffffULL ? 0xffffffffU : (u32)n;
+    r->fd = fd;
+    r->source = source;
+    r->direction = direction;
+    r->flags = n > MAX_COPY ? FLAG_TRUNCATED : 0;
+    u64 want = n > MAX_COPY ? MAX_COPY : n;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_CHUNKS; i++) {
+        /* `off` stays a constant per iteration and a short chunk always ends the
+         * loop: otherwise the verifier walks every (offset, length) mix and gives up */
+        u64 off = (u64)i * CHUNK_SIZE;
+        if (off >= want)
+            break;
+        u64 len = want - off;
+        int last = len <= CHUNK_SIZE;
+        if (!last)
+            len = CHUNK_SIZE;
+        /* clang may hand the verifier an unclamped copy of `len`: bound the register
+         * the helper really gets */
+        asm volatile("%[len] &= %[mask]" : [len] "+r"(len) : [mask] "i"((CHUNK_SIZE << 1) - 1));
+        if (len > CHUNK_SIZE || len == 0)
+            break;
+        u64 out = len;
+        r->offset = off;
+        r->len = len;
+        if (bpf_probe_read_user(r->data, len, (void *)(buf + off)) != 0) {
+            /* the header still goes out so userspace knows the call is incomplete */
+            count_lost(LOST_READ);
+            r->len = 0;
+            out = 0;
+        }
+        if (events.ringbuf_output(r, sizeof(*r) - CHUNK_SIZE + out, 0) != 0)
+            count_lost(LOST_RINGBUF);
+        if (last)
+            break;
+    }
+}
+#endif /* BUSTED_KERNEL */
+
+#endif /* BUSTED_H */

@@ -1,0 +1,174 @@
+/* tls.bpf.c - plaintext of OpenSSL calls (uprobes), the SNI and SSL*-to-socket ties.
+ *
+ * Where the probes sit (chosen per binary by busted/kernel/libssl.py):
+ * - write/read: an entry probe stashes (ssl, buf, *written) per thread, a return
+ *   probe reads the bytes the call really moved. On Debian's libssl3 the entry of
+ *   SSL_write_ex/SSL_read_ex is `sub $8,%rsp` (single-stepped: ~9 us per hit here),
+ *   so the probes go on the internal function they `call` a few bytes in, whose
+ *   first instruction is a `push` (emulated: ~1 us) and whose arguments are the same
+ *   (ssl, buf, num, size_t *out). SSL_write/SSL_read call it too, so one pair of
+ *   probes covers all four functions. Where the exported function itself starts
+ *   with an emulated instruction (node's OpenSSL), the probes go on its entry.
+ * - SSL_ctrl(ssl, 55, 0, name) carries the SNI; SSL_set_fd ties SSL* to its socket;
+ *   SSL_free lets userspace and the maps forget an SSL*.
+ *
+ * Cost per hooked call: the uprobe trap (+ uretprobe), a hash update and delete, and
+ * one ring record per CHUNK_SIZE of plaintext. Connections judged uninteresting
+ * (verdicts map) stop at the entry probe.
+ */
+#include "busted.h"
+
+struct tls_call {
+    u64 ssl;
+    u64 buf;
+    u64 out;   /* size_t *written / *readbytes, 0 for the int-returning API */
+    u64 sp;    /* stack pointer at entry: tells our return from a nested call's */
+};
+
+BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+BPF_HASH(ssl_fds, struct conn_key, s32, 65536);
+
+static __always_inline int tls_enter(struct pt_regs *ctx, int has_out)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id))
+        return 0;
+    struct tls_call c = {};
+    c.ssl = PT_REGS_PARM1(ctx);
+    c.buf = PT_REGS_PARM2(ctx);
+    c.out = has_out ? PT_REGS_PARM4(ctx) : 0;
+    c.sp = PT_REGS_SP(ctx);
+    if (judged_uninteresting(id >> 32, c.ssl))
+        return 0;
+    struct tls_call *outer = tls_calls.lookup(&id);
+    /* the stack grows down: a deeper frame means we are nested inside a call we
+     * already track (e.g. SSL_write -> SSL_write_ex); the outer one reports */
+    if (outer && outer->sp > c.sp)
+        return 0;
+    if (tls_calls.update(&id, &c) != 0)
+        count_lost(LOST_STASH);
+    return 0;
+}
+
+static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct tls_call *p = tls_calls.lookup(&id);
+    if (!p)
+        return 0;
+    struct tls_call c = *p;
+    /* after `ret` the stack pointer is the entry one + 8 (the return address) */
+    if (PT_REGS_SP(ctx) != c.sp + 8)
+        return 0;
+    tls_calls.delete(&id);
+    int ret = (int)PT_REGS_RC(ctx);
+    if (ret <= 0)
+        return 0; /* failed or would block: nothing moved */
+    u64 n = (u64)ret;
+    if (c.out) {
+        /* the _ex API: success is ret > 0, the byte count is in *out */
+        n = 0;
+        if (bpf_probe_read_user(&n, sizeof(n), (void *)c.out) != 0)
+            return 0;
+    }
+    if (n == 0)
+        return 0;
+    struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = c.ssl};
+    s32 *fdp = ssl_fds.lookup(&k);
+    emit_data(SRC_TLS, direction, c.ssl, fdp ? *fdp : -1, c.buf, n);
+    return 0;
+}
+
+/* (ssl, buf, num, size_t *written): SSL_write_ex or the internal function it calls */
+int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+/* (ssl, buf, int num) -> int: SSL_write where it is probed on its own */
+int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_write_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_WRITE); }
+int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_read_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_READ); }
+
+/* SSL_ctrl(SSL *s, int cmd, long larg, void *parg) */
+int tls_ctrl_enter(struct pt_regs *ctx)
+{
+    if ((int)PT_REGS_PARM2(ctx) != SSL_CTRL_SET_TLSEXT_HOSTNAME)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id))
+        return 0;
+    u64 name = PT_REGS_PARM4(ctx);
+    if (!name)
+        return 0;
+    struct sni_rec *r = events.ringbuf_reserve(sizeof(struct sni_rec));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(&r->h, REC_SNI);
+    r->ssl = PT_REGS_PARM1(ctx);
+    if (bpf_probe_read_user_str(r->name, sizeof(r->name), (void *)name) < 0)
+        r->name[0] = 0;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* SSL_set_fd(SSL *s, int fd) */
+int tls_set_fd_enter(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id))
+        return 0;
+    u64 ssl = PT_REGS_PARM1(ctx);
+    s32 fd = (s32)PT_REGS_PARM2(ctx);
+    struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = ssl};
+    ssl_fds.update(&k, &fd);
+    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(&r->h, REC_SSL_FD);
+    r->ssl = ssl;
+    r->fd = fd;
+    r->pad2 = 0;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* SSL_free(SSL *s): the pointer may be reused by the next connection */
+int tls_free_enter(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id))
+        return 0;
+    u64 ssl = PT_REGS_PARM1(ctx);
+    if (!ssl)
+        return 0;
+    struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = ssl};
+    ssl_fds.delete(&k);
+    verdicts.delete(&k);
+    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(&r->h, REC_SSL_FREE);
+    r->ssl = ssl;
+    r->fd = -1;
+    r->pad2 = 0;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* A process started a new program: userspace looks for OpenSSL copies it runs. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    struct rec_head *r = events.ringbuf_reserve(sizeof(struct rec_head));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(r, REC_EXEC);
+    events.ringbuf_submit(r, 0);
+    return 0;
+}

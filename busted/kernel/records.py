@@ -1,0 +1,156 @@
+"""Python mirror of the records in ``bpf/busted.h`` and their decoding.
+
+The kernel writes these structs into the ring buffer; :func:`decode` turns one raw
+record into its ctypes object (and, for payload records, the bytes that follow the
+fixed header). ``tests/unit/kernel/test_records_sync.py`` parses the C header and
+checks every size and offset here against it: change both files together.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+from pathlib import Path
+
+HEADER_PATH = Path(__file__).resolve().parents[2] / "bpf" / "busted.h"
+
+COMM_LEN = 16
+SNI_LEN = 128
+
+REC_DATA = 1
+REC_SNI = 2
+REC_SSL_FREE = 3
+REC_CONNECT = 4
+REC_ESTABLISHED = 5
+REC_CLOSE = 6
+REC_EXEC = 7
+REC_SSL_FD = 8
+
+SRC_TLS = 1
+SRC_PLAIN = 2
+SRC_DNS = 3
+
+DIR_WRITE = 0
+DIR_READ = 1
+
+FLAG_TRUNCATED = 1
+
+LOST_RINGBUF = 0
+LOST_READ = 1
+LOST_STASH = 2
+LOST_SLOTS = 4
+LOST_NAMES = {LOST_RINGBUF: "ringbuf_full", LOST_READ: "read_failed", LOST_STASH: "stash_full"}
+
+
+class RecHead(ct.Structure):
+    _fields_ = [
+        ("ts_ns", ct.c_uint64),
+        ("type", ct.c_uint32),
+        ("pid", ct.c_uint32),
+        ("tid", ct.c_uint32),
+        ("uid", ct.c_uint32),
+        ("gid", ct.c_uint32),
+        ("pad0", ct.c_uint32),
+        ("cgroup_id", ct.c_uint64),
+        ("comm", ct.c_char * COMM_LEN),
+    ]
+
+
+class DataRec(ct.Structure):
+    """``struct data_rec`` without its trailing ``data[CHUNK_SIZE]``: ``len`` bytes follow."""
+
+    _fields_ = [
+        ("h", RecHead),
+        ("conn_id", ct.c_uint64),
+        ("sk", ct.c_uint64),
+        ("call_len", ct.c_uint32),
+        ("offset", ct.c_uint32),
+        ("len", ct.c_uint32),
+        ("fd", ct.c_int32),
+        ("source", ct.c_uint8),
+        ("direction", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("pad1", ct.c_uint8 * 5),
+    ]
+
+
+class SniRec(ct.Structure):
+    _fields_ = [("h", RecHead), ("ssl", ct.c_uint64), ("name", ct.c_char * SNI_LEN)]
+
+
+class SslRec(ct.Structure):
+    _fields_ = [("h", RecHead), ("ssl", ct.c_uint64), ("fd", ct.c_int32), ("pad2", ct.c_uint32)]
+
+
+class ConnRec(ct.Structure):
+    _fields_ = [
+        ("h", RecHead),
+        ("sk", ct.c_uint64),
+        ("conn_id", ct.c_uint64),
+        ("bytes_sent", ct.c_uint64),
+        ("bytes_received", ct.c_uint64),
+        ("fd", ct.c_int32),
+        ("family", ct.c_uint16),
+        ("sport", ct.c_uint16),
+        ("dport", ct.c_uint16),
+        ("pad3", ct.c_uint16),
+        ("pad4", ct.c_uint32),
+        ("saddr", ct.c_uint8 * 16),
+        ("daddr", ct.c_uint8 * 16),
+    ]
+
+
+class ConnKey(ct.Structure):
+    _fields_ = [("pid", ct.c_uint32), ("pad", ct.c_uint32), ("conn_id", ct.c_uint64)]
+
+
+# C struct name -> mirror, for the sync test. data_rec's flexible tail is checked apart.
+MIRRORS: dict[str, type[ct.Structure]] = {
+    "rec_head": RecHead,
+    "data_rec": DataRec,
+    "sni_rec": SniRec,
+    "ssl_rec": SslRec,
+    "conn_rec": ConnRec,
+    "conn_key": ConnKey,
+}
+
+DATA_HEADER_SIZE = ct.sizeof(DataRec)
+
+_BY_TYPE: dict[int, type[ct.Structure]] = {
+    REC_SNI: SniRec,
+    REC_SSL_FREE: SslRec,
+    REC_SSL_FD: SslRec,
+    REC_CONNECT: ConnRec,
+    REC_ESTABLISHED: ConnRec,
+    REC_CLOSE: ConnRec,
+    REC_EXEC: RecHead,
+}
+
+
+class RecordError(ValueError):
+    """A ring-buffer record is shorter than its type says or has an unknown type."""
+
+
+def record_type(raw: bytes) -> int:
+    if len(raw) < ct.sizeof(RecHead):
+        raise RecordError(f"record of {len(raw)} bytes is shorter than its header")
+    return int.from_bytes(raw[8:12], "little")
+
+
+def decode(raw: bytes) -> tuple[ct.Structure, bytes]:
+    """Decode one ring-buffer record into (struct, payload bytes)."""
+    kind = record_type(raw)
+    if kind == REC_DATA:
+        if len(raw) < DATA_HEADER_SIZE:
+            raise RecordError("payload record shorter than its header")
+        rec = DataRec.from_buffer_copy(raw, 0)
+        return rec, raw[DATA_HEADER_SIZE : DATA_HEADER_SIZE + rec.len]
+    cls = _BY_TYPE.get(kind)
+    if cls is None:
+        raise RecordError(f"unknown record type {kind}")
+    if len(raw) < ct.sizeof(cls):
+        raise RecordError(f"record type {kind} is {len(raw)} bytes, expected {ct.sizeof(cls)}")
+    return cls.from_buffer_copy(raw, 0), b""
+
+
+def comm(head: RecHead) -> str:
+    return head.comm.decode("utf-8", "replace")

@@ -1,0 +1,338 @@
+"""Turn decoded kernel records into schema events (no bcc, no root: unit-testable).
+
+The kernel sends small facts; this module keeps the state that joins them:
+
+- payload chunks of one call (several records when a call exceeds CHUNK_SIZE) are
+  joined back into ONE event whose ``payload`` is the whole call;
+- ``SSL*`` -> SNI (SSL_ctrl) and ``SSL*`` -> socket fd (SSL_set_fd);
+- (pid, fd) and struct sock * -> the connection's addresses (CONNECT/ESTABLISHED), with a
+  /proc fallback for sockets that were open before the monitor started;
+- pid -> process name and container id (cached; /proc read once per process);
+- DNS payloads -> DNS_QUERY / DNS_ANSWER events, and an IP -> name table.
+
+``proc`` (the /proc root) and ``clock`` are injected so tests can hand in fakes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from busted.kernel import dns, records
+from busted.kernel.containers import container_id_of_pid
+
+Event = dict[str, Any]
+
+_MAX_ENTRIES = 65536  # per table: bounded memory whatever the traffic
+
+
+class _Lru(OrderedDict):
+    """A dict that forgets its oldest entries beyond ``limit``."""
+
+    def __init__(self, limit: int = _MAX_ENTRIES) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@dataclass
+class Conn:
+    src_ip: str = ""
+    src_port: int = 0
+    dst_ip: str = ""
+    dst_port: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.dst_ip:
+            out.update(dst_ip=self.dst_ip, dst_port=self.dst_port)
+        if self.src_ip:
+            out.update(src_ip=self.src_ip, src_port=self.src_port)
+        return out
+
+
+@dataclass
+class _Pending:
+    head: records.DataRec
+    data: bytearray
+    want: int  # bytes the kernel meant to send for this call
+    complete: bool = True  # False once a chunk arrives empty (read failure)
+
+
+def ip_text(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    if family == socket.AF_INET6:
+        addr = ipaddress.IPv6Address(bytes(raw[:16]))
+        return str(addr.ipv4_mapped or addr)
+    return ""
+
+
+class Tracker:
+    """Feeds on records, yields events. One instance per KernelSource."""
+
+    def __init__(
+        self,
+        max_copy: int,
+        proc: str = "/proc",
+        clock: Callable[[], float] = time.time,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.max_copy = max_copy
+        self.proc = proc
+        # bpf_ktime_get_ns is CLOCK_MONOTONIC: one offset turns it into wall time
+        self._wall_offset = clock() - monotonic_ns() / 1e9
+        self._procs: _Lru = _Lru(4096)  # pid -> (process_name, container_id)
+        self._sni: _Lru = _Lru()  # (pid, ssl) -> name
+        self._ssl_fd: _Lru = _Lru()  # (pid, ssl) -> fd
+        self._by_fd: _Lru = _Lru()  # (pid, fd) -> Conn
+        self._by_sk: _Lru = _Lru()  # sk -> (pid, fd, Conn, proc fields)
+        self._ssl_sk: _Lru = _Lru()  # (pid, ssl) -> sk first seen for a fd-less SSL
+        self._pending: dict[tuple[int, int, int, int], _Pending] = {}
+        self.ip_names: _Lru = _Lru()  # dst ip -> DNS name
+        self.errors: dict[str, int] = {}
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _count(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def _process(self, h: records.RecHead) -> Event:
+        pid = h.pid
+        cached = self._procs.get(pid)
+        if cached is None:
+            cached = (records.comm(h), container_id_of_pid(pid, self.proc))
+            self._procs[pid] = cached
+        ev: Event = {
+            "timestamp": self._wall_offset + h.ts_ns / 1e9,
+            "pid": pid,
+            "tid": h.tid,
+            "uid": h.uid,
+            "gid": h.gid,
+            "process_name": cached[0],
+            "cgroup_id": h.cgroup_id,
+        }
+        if cached[1]:
+            ev["container_id"] = cached[1]
+        return ev
+
+    def forget_process(self, pid: int) -> None:
+        """A new program replaced the process image (exec): drop cached names."""
+        self._procs.pop(pid, None)
+
+    def _conn_for(self, pid: int, fd: int, sk: int) -> Conn | None:
+        if fd >= 0:
+            conn = self._by_fd.get((pid, fd))
+            if conn is None:
+                conn = self._conn_from_proc(pid, fd)
+                self._by_fd[(pid, fd)] = conn
+            return conn if conn.dst_ip else None
+        known = self._by_sk.get(sk) if sk else None
+        return known[2] if known else None
+
+    def _conn_from_proc(self, pid: int, fd: int) -> Conn:
+        """Addresses of a socket opened before the monitor started, from /proc."""
+        try:
+            link = os.readlink(f"{self.proc}/{pid}/fd/{fd}")
+        except OSError:
+            return Conn()
+        if not link.startswith("socket:["):
+            return Conn()
+        inode = link[8:-1]
+        for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+            try:
+                with open(f"{self.proc}/{pid}/net/{name}") as f:
+                    next(f, None)
+                    for line in f:
+                        cols = line.split()
+                        if len(cols) > 9 and cols[9] == inode:
+                            return _conn_from_proc_line(cols[1], cols[2], family)
+            except OSError:
+                continue
+        return Conn()
+
+    # --- records ------------------------------------------------------------------------
+
+    def feed(self, raw: bytes) -> list[Event]:
+        """Consume one raw ring-buffer record; return the events it completes."""
+        try:
+            rec, payload = records.decode(raw)
+        except records.RecordError:
+            self._count("bad_record")
+            return []
+        kind = rec.type if isinstance(rec, records.RecHead) else rec.h.type
+        if kind == records.REC_DATA:
+            return self._data(rec, payload)
+        if kind == records.REC_SNI:
+            name = rec.name.decode("utf-8", "replace")
+            if name:
+                self._sni[(rec.h.pid, rec.ssl)] = name
+            return []
+        if kind == records.REC_SSL_FD:
+            self._ssl_fd[(rec.h.pid, rec.ssl)] = rec.fd
+            return []
+        if kind == records.REC_SSL_FREE:
+            key = (rec.h.pid, rec.ssl)
+            self._sni.pop(key, None)
+            self._ssl_fd.pop(key, None)
+            self._ssl_sk.pop(key, None)
+            return []
+        if kind in (records.REC_CONNECT, records.REC_ESTABLISHED, records.REC_CLOSE):
+            return self._connection(kind, rec)
+        if kind == records.REC_EXEC:
+            self.forget_process(rec.pid)
+            return []
+        self._count("unknown_record")
+        return []
+
+    def _data(self, rec: records.DataRec, payload: bytes) -> list[Event]:
+        key = (rec.h.pid, rec.h.tid, rec.source, rec.direction)
+        want = min(rec.call_len, self.max_copy)
+        out: list[Event] = []
+        pending = self._pending.get(key)
+        if rec.offset == 0 or pending is None:
+            if pending is not None:  # the rest of the previous call never came
+                out += self._finish(key, pending, complete=False)
+            pending = _Pending(rec, bytearray(), want)
+            self._pending[key] = pending
+        if rec.len == 0:
+            pending.complete = False
+        elif rec.offset != len(pending.data):
+            pending.complete = False  # a chunk in between was lost
+        pending.data += payload
+        if rec.offset + max(rec.len, 1) >= want or len(pending.data) >= want:
+            del self._pending[key]
+            out += self._finish(key, pending, pending.complete)
+        return out
+
+    def _finish(self, key, pending: _Pending, complete: bool) -> list[Event]:
+        rec = pending.head
+        if not complete:
+            self._count("incomplete_call")
+        payload = bytes(pending.data)
+        if rec.source == records.SRC_DNS:
+            return self._dns(rec, payload)
+        write = rec.direction == records.DIR_WRITE
+        tls = rec.source == records.SRC_TLS
+        ev = self._process(rec.h)
+        ev.update(
+            event_type=("TLS_DATA_" if tls else "DATA_") + ("WRITE" if write else "READ"),
+            direction="write" if write else "read",
+            payload=payload,
+            bytes=rec.call_len,
+            conn_id=rec.conn_id,
+            truncated=bool(rec.flags & records.FLAG_TRUNCATED) or not complete,
+        )
+        pid = rec.h.pid
+        fd = rec.fd
+        if tls:
+            skey = (pid, rec.conn_id)
+            if fd < 0:
+                fd = self._ssl_fd.get(skey, -1)
+            sk = rec.sk
+            if fd < 0:
+                # libraries doing their own socket I/O (node): the thread's last socket,
+                # remembered per SSL* from its first read (a read follows its recv)
+                sk = self._ssl_sk.get(skey) or sk
+                if sk and not write and skey not in self._ssl_sk:
+                    self._ssl_sk[skey] = sk
+            sni = self._sni.get(skey)
+            if sni:
+                ev["sni"] = sni
+            conn = self._conn_for(pid, fd, sk)
+        else:
+            conn = self._conn_for(pid, fd, rec.sk)
+        if conn is not None:
+            ev.update(conn.fields())
+            if "sni" not in ev and conn.dst_ip in self.ip_names:
+                ev["dns_name"] = self.ip_names[conn.dst_ip]
+        return [ev]
+
+    def _dns(self, rec: records.DataRec, payload: bytes) -> list[Event]:
+        try:
+            msg = dns.decode(payload)
+        except dns.DnsError:
+            self._count("dns_undecodable")
+            return []
+        ev = self._process(rec.h)
+        ev.update(
+            event_type="DNS_ANSWER" if msg.is_response else "DNS_QUERY",
+            direction="read" if rec.direction == records.DIR_READ else "write",
+            dns_name=msg.name,
+            bytes=len(payload),
+            conn_id=rec.conn_id,
+        )
+        if msg.is_response:
+            ev["dns_addrs"] = list(msg.addrs)
+            for addr in msg.addrs:
+                self.ip_names[addr] = msg.name
+        conn = self._conn_for(rec.h.pid, rec.fd, 0)
+        if conn is not None:
+            ev.update(conn.fields())
+        return [ev]
+
+    def _connection(self, kind: int, rec: records.ConnRec) -> list[Event]:
+        family = rec.family
+        if kind == records.REC_CONNECT:
+            conn = Conn(dst_ip=ip_text(family, bytes(rec.daddr)), dst_port=rec.dport)
+            ev = self._process(rec.h)
+            proc_fields = {k: ev[k] for k in ("pid", "tid", "uid", "gid", "process_name",
+                                               "cgroup_id", "container_id") if k in ev}
+            self._by_sk[rec.sk] = (rec.h.pid, rec.fd, conn, proc_fields)
+            if rec.fd >= 0:
+                self._by_fd[(rec.h.pid, rec.fd)] = conn
+            ev.update(event_type="TCP_CONNECT", conn_id=rec.conn_id, **conn.fields())
+            return [ev]
+        known = self._by_sk.get(rec.sk)
+        if known is None:
+            return []  # a socket we did not see connecting
+        pid, fd, conn, proc_fields = known
+        if kind == records.REC_ESTABLISHED:
+            conn.src_ip = ip_text(family, bytes(rec.saddr))
+            conn.src_port = rec.sport
+            conn.dst_ip = ip_text(family, bytes(rec.daddr)) or conn.dst_ip
+            conn.dst_port = rec.dport or conn.dst_port
+            event_type = "TCP_ESTABLISHED"
+            ev = dict(proc_fields, event_type=event_type, conn_id=rec.conn_id, **conn.fields())
+        else:
+            self._by_sk.pop(rec.sk, None)
+            if fd >= 0 and self._by_fd.get((pid, fd)) is conn:
+                del self._by_fd[(pid, fd)]
+            ev = dict(proc_fields, event_type="TCP_CLOSE", conn_id=rec.conn_id,
+                      bytes=rec.bytes_sent + rec.bytes_received, **conn.fields())
+        ev["timestamp"] = self._wall_offset + rec.h.ts_ns / 1e9
+        if conn.dst_ip in self.ip_names:
+            ev["dns_name"] = self.ip_names[conn.dst_ip]
+        return [ev]
+
+    def flush(self) -> list[Event]:
+        """Emit calls whose remaining chunks never came (called at close)."""
+        out: list[Event] = []
+        for key, pending in list(self._pending.items()):
+            del self._pending[key]
+            out += self._finish(key, pending, complete=False)
+        return out
+
+
+def _conn_from_proc_line(local: str, remote: str, family: int) -> Conn:
+    def parse(col: str) -> tuple[str, int]:
+        hexaddr, hexport = col.split(":")
+        raw = bytes.fromhex(hexaddr)
+        # /proc/net/tcp prints each 32-bit word in host (little-endian) order
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        return ip_text(family, raw), int(hexport, 16)
+
+    src_ip, src_port = parse(local)
+    dst_ip, dst_port = parse(remote)
+    return Conn(src_ip, src_port, dst_ip, dst_port)

@@ -1,0 +1,321 @@
+"""The kernel event source: bcc programs from ``bpf/`` -> schema events.
+
+The ONLY module of busted that imports bcc. ``start()`` compiles ``bpf/busted.h`` and
+the ``bpf/*.bpf.c`` programs as one text (shared maps, one ring buffer), attaches the
+tracepoints (connections, DNS, plain-text ports, exec) and the OpenSSL uprobes, and
+returns once every probe is attached. ``poll()`` drains the ring buffer through
+:class:`busted.kernel.tracker.Tracker`, which joins chunks and connection facts into
+events. New processes that run OpenSSL from a file not yet probed (node, a vendored
+libssl) are found from the exec tracepoint and probed while they run.
+
+Sizes and filters reach the C code as ``-D`` cflags only; :func:`dump_bpf` prints both.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from busted.config import MAX_COPY_LIMIT, MonitorConfig
+from busted.errors import KernelError, PrivilegeError
+from busted.kernel import features, libssl, records
+from busted.kernel.tracker import Tracker
+
+log = logging.getLogger("busted.capture.kernel")
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+HEADER = "busted.h"
+PROGRAMS = ("connections.bpf.c", "dns.bpf.c", "plaintext.bpf.c", "tls.bpf.c")
+CHUNK_SIZE = 16 * 1024  # per ring record; fits the per-cpu scratch (< 32 KiB)
+MAX_PLAIN_PORTS = 8
+# Rescan a newly exec'd process's mappings at these ages (s): shared libraries are
+# mapped by the dynamic loader after exec, dlopen'd ones later still.
+RESCAN_AFTER_S = (0.05, 0.5, 2.0)
+IGNORE_REFRESH_S = 5.0
+
+
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def cflags(config: MonitorConfig) -> list[str]:
+    """The -D flags that size and filter the programs for this configuration."""
+    max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
+    ports = [int(p) for p in config.plaintext_ports][:MAX_PLAIN_PORTS]
+    flags = [
+        "-DBUSTED_KERNEL",
+        f"-DMAX_COPY={max_copy}",
+        f"-DCHUNK_SIZE={CHUNK_SIZE}",
+        f"-DRING_PAGES={_pow2_at_least(max(16, int(config.ring_pages)))}",
+        f"-DPLAIN_PORT_COUNT={len(ports)}",
+    ]
+    flags += [f"-DPLAIN_PORT{i}={port}" for i, port in enumerate(ports)]
+    flags.append("-Wno-macro-redefined")
+    return flags
+
+
+def program_text(bpf_dir: Path = BPF_DIR) -> str:
+    """busted.h followed by every program, as one compilation unit.
+
+    bcc rewrites map calls (``events.ringbuf_output(...)``) only in the text it is
+    given, not in included files, so the header is inlined rather than #included.
+    """
+    parts = [(bpf_dir / HEADER).read_text()]
+    for name in PROGRAMS:
+        path = bpf_dir / name
+        if path.exists():
+            text = path.read_text().replace(f'#include "{HEADER}"', f"/* {HEADER} inlined above */")
+            parts.append(f"/* ---- {name} ---- */\n{text}")
+    return "\n".join(parts)
+
+
+def dump_bpf(config: MonitorConfig) -> str:
+    """The exact C text and cflags `start()` would compile (for --dump-bpf)."""
+    flags = " ".join(cflags(config))
+    return f"/* cflags: {flags} */\n{program_text()}"
+
+
+class KernelSource:
+    """Source protocol implementation over bcc (see busted.sources.Source)."""
+
+    exhausted = False
+
+    def __init__(self, config: MonitorConfig, proc: str = "/proc") -> None:
+        self.config = config
+        self.proc = proc
+        self.max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
+        # Optional pid binding: uprobes attached per pid charge nobody else.
+        self.target_pids: tuple[int, ...] = tuple(getattr(config, "pids", ()) or ())
+        self.tracker = Tracker(self.max_copy, proc=proc)
+        self._bpf: Any = None
+        self._out: list[dict[str, Any]] = []
+        self._probed: dict[tuple[int, int], str] = {}  # file inode -> path
+        self._rescans: list[tuple[float, int]] = []  # (due monotonic, pid)
+        self._next_ignore_refresh = 0.0
+        self.probe_count = 0
+        self.attach_errors: list[str] = []
+        self._counters = {"records": 0, "events": 0, "exec_seen": 0}
+
+    # --- start -----------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PrivilegeError(
+                "Capturing needs root: busted loads eBPF programs into the kernel and "
+                "attaches them to tracepoints and to OpenSSL in other processes.",
+                "Run it as: sudo busted monitor (or use --source synthetic to try it without).",
+            )
+        found = features.probe()
+        if not found.ok("tracefs"):
+            raise KernelError(
+                "The tracing file system is not mounted, so the kernel's tracepoints "
+                "cannot be found by name.",
+                "Mount it with: sudo mount -t tracefs nodev /sys/kernel/tracing "
+                "(or run: sudo busted doctor --fix).",
+            )
+        if not found.ok("headers"):
+            raise KernelError(
+                f"No kernel headers at {features.headers_dir()}: bcc compiles the probes "
+                "at start-up against the running kernel's headers.",
+                "Install linux-headers for this kernel, or run: sudo busted doctor --fix "
+                "(links Debian's generic headers, which work for these probes).",
+            )
+        if not found.ok("uprobes"):
+            raise KernelError(
+                "This kernel was built without uprobes (CONFIG_UPROBE_EVENTS), which "
+                "TLS plaintext capture needs.",
+                "Use a kernel with CONFIG_UPROBE_EVENTS=y.",
+            )
+
+    def start(self) -> None:
+        self._preflight()
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise KernelError(
+                "The bcc Python module is not importable from this Python.",
+                "Install Debian's python3-bpfcc and use a venv made with "
+                "--system-site-packages (make setup does both).",
+            ) from exc
+        text = program_text()
+        try:
+            # BPF() also attaches every TRACEPOINT_PROBE in the text.
+            self._bpf = BPF(text=text, cflags=cflags(self.config))
+        except Exception as exc:  # bcc raises bare Exception for compile/verifier errors
+            raise KernelError(
+                "The kernel refused or bcc could not compile busted's BPF programs "
+                f"({exc}). This usually means the kernel headers do not match well enough "
+                "or the verifier rejected a program on this kernel version.",
+                "Run with --debug to see the compiler/verifier output, and "
+                "`busted doctor` to check headers and mounts.",
+            ) from exc
+        self._refresh_ignored(force=True)
+        targets = libssl.discover(self.proc)
+        for path in sorted(targets):
+            self._probe_file(path)
+        if not self._probed:
+            log.warning("no OpenSSL found on this host: TLS plaintext will not be captured")
+        self._bpf["events"].open_ring_buffer(self._on_record)
+        log.info("kernel probes attached: %d uprobes on %d files, tracepoints: %s",
+                 self.probe_count, len(self._probed), ", ".join(self._tracepoints()))
+
+    def _tracepoints(self) -> list[str]:
+        return sorted(k.decode() if isinstance(k, bytes) else str(k)
+                      for k in getattr(self._bpf, "tracepoint_fds", {}))
+
+    def _probe_file(self, path: str) -> bool:
+        """Attach the OpenSSL uprobes to one file (library or executable), once."""
+        key = libssl.file_key(path)
+        if key is None or key in self._probed:
+            return False
+        try:
+            sites = libssl.plan(path)
+        except (libssl.ElfError, OSError) as exc:
+            self.attach_errors.append(f"{path}: {exc}")
+            return False
+        if not sites:
+            return False
+        pids = self.target_pids or (-1,)
+        attached = 0
+        for site in sites:
+            for pid in pids:
+                try:
+                    if site.ret:
+                        self._bpf.attach_uretprobe(name=path, addr=site.addr, fn_name=site.fn, pid=pid)
+                    elif site.offset:
+                        self._bpf.attach_uprobe(name=path, sym=site.sym, sym_off=site.offset,
+                                                fn_name=site.fn, pid=pid)
+                    else:
+                        self._bpf.attach_uprobe(name=path, sym=site.sym, fn_name=site.fn, pid=pid)
+                    attached += 1
+                except Exception as exc:  # bcc: bare Exception on attach failure
+                    self.attach_errors.append(f"{site.describe()}: {exc}")
+                    log.debug("attach failed: %s: %s", site.describe(), exc)
+        self._probed[key] = path
+        self.probe_count += attached
+        log.info("OpenSSL probes on %s: %s", path,
+                 "; ".join(s.describe().split(" -> ")[0] for s in sites if not s.ret))
+        return attached > 0
+
+    # --- running ---------------------------------------------------------------------
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        raw = ct.string_at(data, size)
+        self._counters["records"] += 1
+        if records.record_type(raw) == records.REC_EXEC:
+            head = records.RecHead.from_buffer_copy(raw)
+            self._counters["exec_seen"] += 1
+            now = time.monotonic()
+            self._rescans.extend((now + d, head.pid) for d in RESCAN_AFTER_S)
+        self._out.extend(self.tracker.feed(raw))
+
+    def _rescan_due(self) -> None:
+        if not self._rescans:
+            return
+        now = time.monotonic()
+        due = [pid for t, pid in self._rescans if t <= now]
+        if not due:
+            return
+        self._rescans = [(t, pid) for t, pid in self._rescans if t > now]
+        for pid in set(due):
+            for path in libssl.targets_of_process(pid, self.proc):
+                if libssl.file_key(path) not in self._probed:
+                    self._probe_file(path)
+
+    def _refresh_ignored(self, force: bool = False) -> None:
+        """Keep busted's own processes out of the capture (no feedback loops)."""
+        now = time.monotonic()
+        if not force and now < self._next_ignore_refresh:
+            return
+        self._next_ignore_refresh = now + IGNORE_REFRESH_S
+        ours = {os.getpid()}
+        parent = os.getppid()
+        if parent > 1 and _is_busted(parent, self.proc):
+            ours.add(parent)
+            ours |= _children(parent, self.proc)
+        table = self._bpf["ignored_pids"]
+        for pid in ours:
+            table[ct.c_uint32(pid)] = ct.c_uint8(1)
+
+    def poll(self, timeout_s: float) -> list[dict[str, Any]]:
+        self._bpf.ring_buffer_poll(max(0, int(timeout_s * 1000)))
+        self._rescan_due()
+        self._refresh_ignored()
+        out, self._out = self._out, []
+        self._counters["events"] += len(out)
+        return out
+
+    def feedback(self, command: dict[str, Any]) -> None:
+        if command.get("cmd") != "verdict" or self._bpf is None:
+            return
+        key = records.ConnKey(int(command["pid"]), 0, int(command["conn_id"]) & (2**64 - 1))
+        table = self._bpf["verdicts"]
+        if command.get("capture", True):
+            try:
+                del table[key]
+            except KeyError:
+                pass
+        else:
+            table[key] = ct.c_uint8(1)
+
+    def lost_counters(self) -> dict[str, int]:
+        if self._bpf is None:
+            return {}
+        table = self._bpf["lost"]
+        out = {}
+        for slot, name in records.LOST_NAMES.items():
+            out[name] = int(sum(table[ct.c_int(slot)]))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        lost = self.lost_counters()
+        out = {
+            "lost": lost.get("ringbuf_full", 0) + lost.get("stash_full", 0),
+            **{f"kernel_{k}": v for k, v in lost.items()},
+            "uprobes": self.probe_count,
+            "probed_files": len(self._probed),
+            **self._counters,
+        }
+        for kind, n in self.tracker.errors.items():
+            out[f"decode_{kind}"] = n
+        return out
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            try:
+                self._bpf.ring_buffer_poll(0)
+            except Exception:  # noqa: BLE001 - best effort drain at shutdown
+                pass
+            self._out.extend(self.tracker.flush())
+            self._bpf.cleanup()
+            self._bpf = None
+
+
+def _is_busted(pid: int, proc: str) -> bool:
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            return b"busted" in f.read()
+    except OSError:
+        return False
+
+
+def _children(parent: int, proc: str) -> set[int]:
+    out = set()
+    for pid in libssl.pids(proc):
+        try:
+            with open(f"{proc}/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may contain spaces and parentheses: parse after the last ')'
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(parent):
+            out.add(pid)
+    return out
