@@ -1,0 +1,410 @@
+"""`busted bench probes`: what the kernel probes cost the programs they trace.
+
+One run alternates, round after round, between no monitor, an *empty* uprobe (the
+floor), and the real ``busted monitor --source bpf`` (a subprocess, default text output
+to /dev/null), and measures the same loopback TLS workloads in each
+(:mod:`busted.bench.tls_workload`, every workload a fresh client process):
+
+- microseconds per ``SSL_write_ex`` / ``SSL_read_ex`` call (100-byte writes into a sink,
+  reads of 100-byte records already waiting in the socket), and what the monitor adds;
+- the floor of this machine, measured in the same run: an empty bcc uprobe bound to the
+  client on the same functions, at their entry (single-stepped: ``sub $x,%rsp``) and, where
+  the function has a ``call`` at +4 (Debian's libssl3), there (emulated, much cheaper);
+- requests/s ratio (monitor on / off) of a tight request loop with 1 KiB and 16 KiB
+  requests, and of an agent-like workload (4 connections, answers streamed over ~20 ms);
+- events produced, dropped and lost (ring buffer included) by each monitor run.
+
+Why the real monitor and not KernelSource in-process: what a user pays is the probes
+*and* the five workers competing for the same two cores; measuring KernelSource alone
+would hide the second part. Precision comes from pairing: each round measures off and on
+back to back (order alternating between rounds) and the figures are medians over rounds
+of the per-round differences and ratios.
+
+Caveat printed with the figures: the loopback server is a Python/OpenSSL process too, so
+under the monitor both ends of each connection are traced; the request-loop ratios are
+therefore pessimistic for a client talking to a remote API. The per-call figures are
+measured inside the client and do not include the server's share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from busted.errors import BustedError, PrivilegeError
+
+FUNCTIONS = ("SSL_write_ex", "SSL_read_ex")
+EMPTY_PROBE = "int empty(struct pt_regs *ctx) { return 0; }"
+READY_TIMEOUT_S = 180  # bcc compiles the probes at start-up; slow on a busy 2-core VM
+CAPTURE_TIMEOUT_S = 20  # a new client must show up in the monitor's stream by then
+
+
+class BenchError(BustedError):
+    """The benchmark could not run (no monitor, server or client failed)."""
+
+
+# --- the floor: an empty uprobe ------------------------------------------------------------
+
+def _vaddr_to_offset(path: str, vaddr: int) -> int:
+    """File offset of a virtual address of an ELF64 file (through its PT_LOAD headers)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", table, i * phentsize)
+        if p_type == 1 and p_vaddr <= vaddr < p_vaddr + p_filesz:
+            return vaddr - p_vaddr + p_offset
+    raise BenchError(f"address {vaddr:#x} is in no loaded segment of {path}")
+
+
+def call_at_plus4(lib: str) -> bool:
+    """True when both functions have a `call rel32` at +4 (a cheap, emulated probe site)."""
+    from bcc import BPF
+
+    for name in FUNCTIONS:
+        found = BPF.get_user_functions_and_addresses(lib, f"^{name}$")
+        if not found:
+            return False
+        offset = _vaddr_to_offset(lib, found[0][1])
+        with open(lib, "rb") as f:
+            f.seek(offset + 4)
+            if f.read(1) != b"\xe8":
+                return False
+    return True
+
+
+class Floor:
+    """Empty uprobes on SSL_write_ex / SSL_read_ex, bound to one pid at a time."""
+
+    def __init__(self) -> None:
+        from bcc import BPF
+
+        self.bpf = BPF(text=EMPTY_PROBE)
+
+    def attach(self, lib: str, pid: int, offset: int) -> None:
+        for name in FUNCTIONS:
+            self.bpf.attach_uprobe(name=lib, sym=name, sym_off=offset, fn_name="empty", pid=pid)
+
+    def detach(self, lib: str, pid: int, offset: int) -> None:
+        for name in FUNCTIONS:
+            try:
+                self.bpf.detach_uprobe(name=lib, sym=name, pid=pid, sym_off=offset)
+            except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
+                pass
+
+
+def libssl_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "/libssl.so" in path:
+            return path
+    raise BenchError(f"client {pid} has no libssl mapped")
+
+
+# --- the monitor ---------------------------------------------------------------------------
+
+class MonitorRun:
+    """``busted monitor --source bpf`` in a subprocess, and a look at its stream."""
+
+    def __init__(self, workdir: Path, name: str, extra: tuple[str, ...]) -> None:
+        self.runtime_dir = workdir / name
+        self.summary_path = workdir / f"{name}.json"
+        self.argv = [sys.executable, "-m", "busted", "monitor", "--source", "bpf",
+                     "--runtime-dir", str(self.runtime_dir), *extra]
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.sub = None
+        self.ready_s = 0.0
+
+    def start(self) -> None:
+        import zmq
+
+        started = time.monotonic()
+        env = dict(os.environ, BUSTED_SUMMARY_JSON=str(self.summary_path))
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=env)
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.sub = zmq.Context.instance().socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"events")
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(f"ipc://{self.runtime_dir}/events.sock")
+        deadline = started + READY_TIMEOUT_S
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = "\n".join(self.stderr[-30:])
+                raise BenchError(f"`busted monitor --source bpf` did not become ready:\n{tail}")
+        self.ready_s = time.monotonic() - started
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.stderr.append(line)
+            if " ready" in line.lower() or line.lower().startswith("ready"):
+                self.ready.set()
+
+    def saw_pid(self, pid: int, timeout_s: float) -> bool:
+        """True once an event of ``pid`` was published (drains the backlog on the way)."""
+        from busted import schema
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.sub.poll(100):
+                continue
+            _, frame = self.sub.recv_multipart()
+            if any(e.get("pid") == pid for e in schema.decode_batch(frame)):
+                return True
+        return False
+
+    def stop(self) -> dict[str, Any]:
+        if self.sub is not None:
+            self.sub.close()
+            self.sub = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.summary_path.exists():
+            return json.loads(self.summary_path.read_text())
+        return {}
+
+
+# --- one workload in one client process ----------------------------------------------------
+
+class Bench:
+    def __init__(self, workdir: Path, calls: int, duration: float, agent_duration: float,
+                 say) -> None:
+        from busted.bench.tls_workload import make_certificates
+
+        self.workdir = workdir
+        self.calls = calls
+        self.duration = duration
+        self.agent_duration = agent_duration
+        self.say = say
+        self.ca, cert, key = make_certificates(workdir)
+        port_file = workdir / "port"
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "busted.bench.tls_workload", "serve", "--cert", str(cert),
+             "--key", str(key), "--port-file", str(port_file)], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not port_file.exists() or not port_file.read_text():
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("the loopback TLS server did not start")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+
+    def close(self) -> None:
+        self.server.terminate()
+        self.server.wait(10)
+
+    def workloads(self) -> list[tuple[str, list[str]]]:
+        return [
+            ("percall", ["percall", "--calls", str(self.calls)]),
+            ("loop_1k", ["loop", "--size", "1024", "--duration", str(self.duration)]),
+            ("loop_16k", ["loop", "--size", "16384", "--duration", str(self.duration)]),
+            ("agent", ["agent", "--duration", str(self.agent_duration)]),
+        ]
+
+    def run(self, args: list[str], monitor: MonitorRun | None = None, floor: Floor | None = None,
+            floor_offset: int = 0) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "busted.bench.tls_workload", "client", *args,
+                "--port", str(self.port), "--cafile", str(self.ca)]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        lib = None
+        try:
+            if proc.stdout.readline().strip() != "ready":
+                raise BenchError(f"client {args[0]} failed to start")
+            captured = None
+            if monitor is not None:
+                # The client was started after the monitor: wait until the monitor shows
+                # it is tracing it (its warm-up requests reach the stream).
+                captured = monitor.saw_pid(proc.pid, 2.0)
+                deadline = time.monotonic() + CAPTURE_TIMEOUT_S
+                while not captured and time.monotonic() < deadline:
+                    proc.stdin.write("warm\n")
+                    proc.stdin.flush()
+                    proc.stdout.readline()
+                    captured = monitor.saw_pid(proc.pid, 0.5)
+            if floor is not None:
+                lib = libssl_of(proc.pid)
+                floor.attach(lib, proc.pid, floor_offset)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            proc.wait(60)
+        finally:
+            if floor is not None and lib is not None:
+                floor.detach(lib, proc.pid, floor_offset)
+            if proc.poll() is None:
+                proc.kill()
+        if not line.startswith("{"):
+            raise BenchError(f"client {args[0]} produced no result (exit {proc.returncode})")
+        result = json.loads(line)
+        if captured is not None:
+            result["captured"] = captured
+        return result
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3) if values else float("nan")
+
+
+def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
+    per_call: dict[str, Any] = {}
+    for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
+        off = [r["off"]["percall"][key] for r in rounds]
+        entry: dict[str, Any] = {
+            "no_monitor_us": _median(off),
+            "monitor_us": _median([r["on"]["percall"][key] for r in rounds]),
+            "added_us": _median([r["on"]["percall"][key] - r["off"]["percall"][key] for r in rounds]),
+            "floor_entry_added_us": _median(
+                [r["floor_entry"][key] - r["off"]["percall"][key] for r in rounds]),
+        }
+        if floor_call:
+            entry["floor_call_added_us"] = _median(
+                [r["floor_call"][key] - r["off"]["percall"][key] for r in rounds])
+        per_call[fn] = entry
+    ratios = {}
+    for name in ("loop_1k", "loop_16k", "agent"):
+        ratios[name] = {
+            "ratio": _median([r["on"][name]["requests_per_s"] / r["off"][name]["requests_per_s"]
+                              for r in rounds]),
+            "no_monitor_rps": _median([r["off"][name]["requests_per_s"] for r in rounds]),
+            "monitor_rps": _median([r["on"][name]["requests_per_s"] for r in rounds]),
+        }
+    monitors = [r["monitor"] for r in rounds]
+    return {
+        "per_call": per_call,
+        "requests_per_s": ratios,
+        "events": {
+            "produced": sum(m.get("produced", 0) for m in monitors),
+            "dropped": sum(m.get("dropped", 0) for m in monitors),
+            "lost": sum(m.get("lost", 0) for m in monitors),
+            "kernel_lost": sum(m.get("kernel_lost", 0) for m in monitors),
+        },
+        "all_clients_captured": all(w.get("captured", False) for r in rounds
+                                    for w in r["on"].values()),
+        "monitor_ready_s": [r["monitor_ready_s"] for r in rounds],
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    echo = click.echo
+    echo("Per call, measured in the client (µs; 'added' = with minus without, median of rounds):")
+    for fn, f in report["per_call"].items():
+        floor = f"floor: empty uprobe at entry +{f['floor_entry_added_us']:.1f}"
+        if "floor_call_added_us" in f:
+            floor += f", at the call (+4) +{f['floor_call_added_us']:.1f}"
+        echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
+             f"added +{f['added_us']:.1f}   ({floor})")
+    echo("Requests/s, monitor on / off:")
+    labels = {"loop_1k": "tight loop, 1 KiB requests", "loop_16k": "tight loop, 16 KiB requests",
+              "agent": "agent-like, answers streamed over ~20 ms (goal >= 0.98)"}
+    for name, r in report["requests_per_s"].items():
+        echo(f"  {labels[name]:<55} {r['ratio']:.3f}  ({r['no_monitor_rps']:.0f} -> "
+             f"{r['monitor_rps']:.0f}/s)")
+    ev = report["events"]
+    echo(f"Events: produced {ev['produced']:,}, dropped {ev['dropped']:,}, lost {ev['lost']:,} "
+         f"(ring buffer {ev['kernel_lost']:,}); every client captured: "
+         f"{'yes' if report['all_clients_captured'] else 'NO'}")
+    echo("Note: the loopback server is traced too, so the loop ratios count both ends.")
+
+
+@click.command(epilog="""\b
+Examples:
+  sudo busted bench probes
+  sudo busted bench probes --json > probes.json
+  sudo busted bench probes --rounds 5 --monitor-arg=--max-copy=65536
+""")
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Off/floor/on rounds (medians are taken over rounds).")
+@click.option("--calls", type=click.IntRange(1000), default=20_000, show_default=True,
+              help="SSL_write_ex and SSL_read_ex calls timed per measurement.")
+@click.option("--duration", type=float, default=3.0, show_default=True,
+              help="Seconds of each tight request loop.")
+@click.option("--agent-duration", type=float, default=5.0, show_default=True,
+              help="Seconds of the agent-like workload.")
+@click.option("--monitor-arg", multiple=True, metavar="ARG",
+              help="Extra argument for the monitor (repeatable), e.g. --monitor-arg=--max-copy=65536.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def probes(rounds: int, calls: int, duration: float, agent_duration: float,
+           monitor_arg: tuple[str, ...], as_json: bool) -> int:
+    """What the kernel probes cost traced programs: µs per TLS call next to this machine's
+    uprobe floor, and requests/s ratios with the monitor on vs off (root, loopback only)."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("busted bench probes loads eBPF programs and needs root.",
+                             "Run it with sudo.")
+    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
+    workdir.chmod(0o711)  # the unprivileged worker account must traverse it
+    bench = Bench(workdir, calls, duration, agent_duration, say)
+    try:
+        floor = Floor()
+        probe_lib = libssl_of_python()
+        floor_call = call_at_plus4(probe_lib)
+        results = []
+        for i in range(rounds):
+            result: dict[str, Any] = {}
+            order = ("off", "floor", "on") if i % 2 == 0 else ("on", "floor", "off")
+            for phase in order:
+                say(f"round {i + 1}/{rounds}: {phase} ...")
+                if phase == "off":
+                    result["off"] = {name: bench.run(args) for name, args in bench.workloads()}
+                elif phase == "floor":
+                    percall = bench.workloads()[0][1]
+                    result["floor_entry"] = bench.run(percall, floor=floor, floor_offset=0)
+                    if floor_call:
+                        result["floor_call"] = bench.run(percall, floor=floor, floor_offset=4)
+                else:
+                    monitor = MonitorRun(workdir, f"m{i}", monitor_arg)
+                    monitor.start()
+                    try:
+                        result["on"] = {name: bench.run(args, monitor=monitor)
+                                        for name, args in bench.workloads()}
+                    finally:
+                        result["monitor"] = monitor.stop()
+                    result["monitor_ready_s"] = round(monitor.ready_s, 1)
+            # Keep only the counters of the monitor summary, not its whole status.
+            result["monitor"] = {k: result["monitor"].get(k, 0)
+                                 for k in ("produced", "delivered", "dropped", "lost", "kernel_lost")}
+            results.append(result)
+    finally:
+        bench.close()
+    report = summarize(results, floor_call)
+    report["command"] = "busted bench probes " + " ".join(sys.argv[3:])
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def libssl_of_python() -> str:
+    """The libssl this Python's ssl module loaded (the clients run this Python)."""
+    import ssl  # noqa: F401 - loads libssl into this process
+
+    return libssl_of(os.getpid())
