@@ -42,7 +42,8 @@ from busted.workers.runner import worker_main
 log = logging.getLogger("busted.supervisor")
 
 STATS_INTERVAL_S = 1.0
-CAPTURE_START_GRACE_S = 10.0  # start capture anyway if a stage is slow to come up
+CAPTURE_START_GRACE_S = 10.0
+START_TIMEOUT_S = {"capture": 180.0, "other": 30.0}  # spawn to hello  # start capture anyway if a stage is slow to come up
 COUNTER_KEYS = ("received", "sent", "dropped", "errors")
 
 
@@ -230,7 +231,7 @@ class Supervisor:
 
     def _on_exit(self, worker: Worker, now: float) -> None:
         process = worker.process
-        process.join(timeout=0)
+        process.join(timeout=1)  # its sentinel fired: reaping it is immediate
         code = process.exitcode
         worker.process = None
         worker.retire_report()
@@ -252,12 +253,21 @@ class Supervisor:
         worker.to(State.BACKOFF)
 
     def _check_heartbeats(self, now: float) -> None:
-        timeout = self.config.heartbeat_timeout_s
         for worker in self.workers.values():
-            if worker.state in (State.RUNNING, State.STARTING) and worker.process is not None \
-                    and now - worker.last_seen > timeout:
-                log.warning("%s (pid %d) sent no heartbeat for %.1f s; killing it",
-                            worker.role, worker.pid, now - worker.last_seen)
+            if worker.process is None:
+                continue
+            if worker.state == State.RUNNING:
+                timeout = self.config.heartbeat_timeout_s
+            elif worker.state == State.STARTING:
+                # Start-up imports, and for capture compiles and attaches BPF programs,
+                # which takes seconds on a busy 2-core machine.
+                timeout = START_TIMEOUT_S["capture" if worker.role == "capture" else "other"]
+            else:
+                continue
+            if now - worker.last_seen > timeout:
+                what = "sent no heartbeat" if worker.state == State.RUNNING else "did not start"
+                log.warning("%s (pid %d) %s for %.1f s; killing it",
+                            worker.role, worker.pid, what, now - worker.last_seen)
                 worker.last_seen = now  # one kill per timeout; the sentinel does the rest
                 worker.process.kill()
 
