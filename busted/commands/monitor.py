@@ -12,6 +12,7 @@ import click
 
 from busted.config import DEFAULT_RUNTIME_DIR, MAX_COPY_LIMIT, MonitorConfig
 from busted.errors import PrivilegeError, UsageError
+from busted.metrics import parse_address
 from busted.sinks import parse_spec
 
 log = logging.getLogger("busted.monitor")
@@ -36,6 +37,8 @@ def _config_from_flags(**opts) -> MonitorConfig:
         raise UsageError(f"--source replay:{arg}: no such file.")
     for spec in opts["output"]:
         parse_spec(spec)
+    if opts["metrics"]:
+        parse_address(opts["metrics"])
     return MonitorConfig(
         runtime_dir=Path(opts["runtime_dir"]).absolute(),
         source=source,
@@ -92,6 +95,8 @@ Examples:
 @click.option("--output", multiple=True, metavar="SINK",
               help="Extra sink (repeatable): file:PATH (JSON lines), syslog:HOST:PORT (UDP, "
                    "RFC 5424), webhook:URL (POSTed JSON arrays).")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics there (e.g. 127.0.0.1:9477).")
 @click.option("--policy-dir", multiple=True, type=click.Path(), metavar="DIR",
               help="Evaluate every *.rego here (repeatable); edits reload live.")
 @click.option("--rule", multiple=True, metavar="REGO", help="An inline Rego policy (repeatable).")
@@ -140,6 +145,10 @@ def monitor(**opts) -> int:
 
     supervisor = Supervisor(config)
     supervisor.start()
+    if opts["metrics"]:
+        from busted.metrics import serve
+
+        serve(opts["metrics"], supervisor.stats)
     log.info("monitor started (pid %d, runtime dir %s, source %s)", os.getpid(),
              config.runtime_dir, config.source)
     status = supervisor.run()

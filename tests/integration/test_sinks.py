@@ -68,3 +68,19 @@ def test_a_bad_sink_is_refused_before_anything_starts(short_dir):
                         "--output", "kafka:broker:9092")
     assert result.returncode == 2
     assert "unknown sink" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prometheus_metrics_show_the_counters(monitor_factory):
+    import urllib.request
+
+    port_sock = socket.socket()
+    port_sock.bind(("127.0.0.1", 0))
+    port = port_sock.getsockname()[1]
+    port_sock.close()
+    mon = monitor_factory("--source", "synthetic", "--rate", "500", "--metrics",
+                          f"127.0.0.1:{port}", fmt="none")
+    mon.wait_running()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "busted_events_produced_total" in body
+    assert 'busted_worker_up{worker="classify"} 1.0' in body
+    assert mon.stop() == 0

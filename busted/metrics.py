@@ -1,0 +1,73 @@
+"""Prometheus metrics of the running monitor (``busted monitor --metrics HOST:PORT``).
+
+Served by prometheus-client's HTTP server on a thread of the supervisor; each scrape
+reads the supervisor's counters (the same ones `busted status` shows), so nothing is
+counted twice and scrapes cost the pipeline nothing. Bind to loopback unless a
+Prometheus elsewhere must reach it: the counters are not secret, but nobody else needs
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from busted.errors import UsageError
+
+_TOTALS = (
+    ("produced", "Events produced by capture."),
+    ("delivered", "Events that reached the output worker."),
+    ("dropped", "Events dropped on a hop because the next worker could not keep up."),
+    ("lost", "Events lost without a drop counter (kernel ring buffer, worker crashes)."),
+    ("kernel_lost", "Kernel ring-buffer records lost."),
+)
+_PER_WORKER = ("received", "sent", "dropped", "errors", "restarts")
+
+
+def parse_address(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--metrics {spec}: write HOST:PORT, e.g. 127.0.0.1:9477.")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Collector:
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.stats = stats
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.stats()
+        for key, doc in _TOTALS:
+            family = CounterMetricFamily(f"busted_events_{key}", doc)
+            family.add_metric([], stats.get(key, 0))
+            yield family
+        for key in _PER_WORKER:
+            family = CounterMetricFamily(f"busted_worker_{key}", f"Per-worker {key}.",
+                                         labels=["worker"])
+            for role, w in stats["workers"].items():
+                family.add_metric([role], w.get(key, 0))
+            yield family
+        up = GaugeMetricFamily("busted_worker_up", "1 when the worker is running.",
+                               labels=["worker"])
+        for role, w in stats["workers"].items():
+            up.add_metric([role], 1.0 if w.get("state") == "running" else 0.0)
+        yield up
+
+
+def serve(address: str, stats: Callable[[], dict[str, Any]]) -> None:
+    """Start the metrics endpoint; returns at once (the server runs on a daemon thread)."""
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.core import CollectorRegistry
+    except ImportError as exc:
+        raise UsageError("--metrics needs prometheus-client.",
+                         "Install the extra: pip install 'busted[metrics]'.") from exc
+    host, port = parse_address(address)
+    registry = CollectorRegistry()
+    registry.register(_Collector(stats))
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"--metrics {address}: cannot listen there ({exc.strerror}).") from exc
