@@ -144,11 +144,11 @@ def monitor(**opts) -> int:
     from busted.supervisor import Supervisor
 
     supervisor = Supervisor(config)
-    supervisor.start()
-    if opts["metrics"]:
+    if opts["metrics"]:  # before the workers start, so a busy port fails cleanly
         from busted.metrics import serve
 
         serve(opts["metrics"], supervisor.stats)
+    supervisor.start()
     log.info("monitor started (pid %d, runtime dir %s, source %s)", os.getpid(),
              config.runtime_dir, config.source)
     status = supervisor.run()
