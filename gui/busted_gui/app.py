@@ -36,6 +36,7 @@ from busted_gui.model import (
     process_key,
     provider_of,
     row_cells,
+    timestamp_of,
 )
 from busted_gui.stream import PROBLEM_STATES, STALE, ConnectionStatus
 
@@ -133,6 +134,7 @@ class Dashboard:
         self._selectables: list[Any] = []
         self._cards: dict[str, Any] = {}
         self._screenshots: list[str] = []
+        self._pending_shot = ""
 
     # ================================================================== building ====
     def build(self) -> None:
@@ -453,6 +455,8 @@ class Dashboard:
             pos = bisect.bisect_left(view, self.selected) + delta
         pos = min(max(0, pos), len(view) - 1)
         self.select_uid(view[pos])
+        # Walking through rows means reading them: stop following (End resumes).
+        self.follow = False
         if pos < self.top:
             self.scroll_to(pos)
         elif pos >= self.top + self.visible_rows:
@@ -568,6 +572,8 @@ class Dashboard:
         self.frame_count += 1
         now = self.clock()
 
+        if self.hooks is not None:
+            self.hooks.run_commands(self.execute)
         events = self.source.drain(MAX_INGEST_PER_FRAME)
         if events:
             self.store.add_many(events)
@@ -586,8 +592,12 @@ class Dashboard:
                 self._rebuild_providers(now)
             elif self.tab == "processes":
                 self._rebuild_processes(now)
+        if self._pending_shot:
+            dpg.output_frame_buffer(file=self._pending_shot)
+            self._screenshots.append(self._pending_shot)
+            self._pending_shot = ""
         if self.hooks is not None:
-            self.hooks.poll(self.snapshot, self.execute)
+            self.hooks.write_state(self.snapshot)
 
     def _update_top_bar(self) -> None:
         s = self._status
@@ -765,7 +775,7 @@ class Dashboard:
                     )
                     _bind_font(t, self.fonts.bold)
                     dpg.add_text(
-                        f"{format_time(event.get('timestamp') or 0)}   {process_key(event)}",
+                        f"{format_time(timestamp_of(event))}   {process_key(event)}",
                         color=theme.DIM,
                     )
             for section in detail.sections(event):
@@ -900,6 +910,8 @@ class Dashboard:
             if event is not None:
                 shown.append({"uid": uid, "seq": event.get("seq"), "cells": row_cells(event)})
         frame_ms = sorted(self.frame_times)
+        # The primary window sits at the viewport's origin: positions are pixels.
+        (tx, ty), (tw, th) = dpg.get_item_pos("table_area"), dpg.get_item_rect_size("table_area")
         return {
             "time": time.time(),
             "frame": self.frame_count,
@@ -916,6 +928,7 @@ class Dashboard:
             "stored": self.store.stored,
             "view_len": self._view_len(),
             "visible_rows": self.visible_rows,
+            "table_rect": [int(tx), int(ty), int(tw), int(th)],
             "rows": shown,
             "filter": self.store.filter.__dict__,
             "paused": self.paused,
@@ -946,9 +959,8 @@ class Dashboard:
         elif cmd == "help":
             self.toggle_help(bool(command.get("show", True)))
         elif cmd == "screenshot":
-            path = str(command["path"])
-            dpg.output_frame_buffer(file=path)
-            self._screenshots.append(path)
+            # Taken at the end of frame(), like the hooks' snapshot (see _take_screenshot).
+            self._pending_shot = str(command["path"])
         elif cmd == "quit":
             self.quit_requested = True
         else:

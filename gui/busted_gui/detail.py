@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from busted_gui.model import format_time, human_bytes, provider_of
+from busted_gui.model import format_time, human_bytes, provider_of, timestamp_of
 
 Event = dict[str, Any]
 
@@ -154,7 +154,7 @@ def sections(event: Event) -> list[Section]:
     dst = f"{g('dst_ip')}:{g('dst_port')}" if g("dst_ip") else ""
     for label, value in (
         ("event", " ".join(x for x in (g("event_type"), g("direction")) if x)),
-        ("time", format_time(g("timestamp") or 0.0)),
+        ("time", format_time(timestamp_of(event))),
         ("seq", str(g("seq") or "")),
         ("from → to", f"{src} → {dst}" if src or dst else ""),
         ("SNI", g("sni")),

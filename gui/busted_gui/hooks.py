@@ -52,23 +52,36 @@ class TestHooks:
         directory = os.environ.get(ENV_VAR)
         return cls(directory) if directory else None
 
+    def run_commands(self, execute: Callable[[dict[str, Any]], None]) -> int:
+        """Execute the commands appended since the last call (start of a frame)."""
+        commands = self._read_commands()
+        for command in commands:
+            try:
+                execute(command)
+            except Exception:  # a bad test command must not take the window down
+                log.exception("test command failed: %r", command)
+            self.done += 1
+        if commands:
+            self._next_write = 0.0  # report their effect at the end of this frame
+        return len(commands)
+
+    def write_state(self, snapshot: Callable[[], dict[str, Any]], now: float | None = None) -> None:
+        """Write the state if it is due (end of a frame, after the views were updated)."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_write:
+            return
+        self._next_write = now + WRITE_INTERVAL_S
+        self.write(snapshot())
+
     def poll(
         self,
         snapshot: Callable[[], dict[str, Any]],
         execute: Callable[[dict[str, Any]], None],
         now: float | None = None,
     ) -> None:
-        now = time.monotonic() if now is None else now
-        if now < self._next_write:
-            return
-        self._next_write = now + WRITE_INTERVAL_S
-        for command in self._read_commands():
-            try:
-                execute(command)
-            except Exception:  # a bad test command must not take the window down
-                log.exception("test command failed: %r", command)
-            self.done += 1
-        self.write(snapshot())
+        """Both steps at once (for callers without a frame to split them around)."""
+        self.run_commands(execute)
+        self.write_state(snapshot, now)
 
     def write(self, state: dict[str, Any]) -> None:
         state["commands_done"] = self.done

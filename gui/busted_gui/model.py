@@ -16,6 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 Event = dict[str, Any]
@@ -64,6 +65,20 @@ def process_key(event: Event) -> str:
 def identity_key(event: Event) -> str:
     """How the agents view groups events: the identity worker's instance name."""
     return event.get("identity_instance") or process_key(event)
+
+
+def timestamp_of(event: Event) -> float:
+    """Seconds since the epoch; the stream carries floats, but a JSON replay may carry
+    the output's ISO form ("2026-11-25T21:50:43.422Z")."""
+    ts = event.get("timestamp")
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    if isinstance(ts, str) and ts:
+        try:
+            return datetime.fromisoformat(ts).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
 
 
 def decision_of(event: Event) -> str:
@@ -253,7 +268,7 @@ class EventStore:
         for event in events:
             self.add(event)
             count += 1
-            second = int(event.get("timestamp") or now)
+            second = int(timestamp_of(event) or now)
             if second != last_second:
                 if pending:
                     self.rate.add(pending, last_second, now)
@@ -273,7 +288,7 @@ class EventStore:
             del self._view[:cut]
 
     def _aggregate(self, event: Event) -> None:
-        now = event.get("timestamp") or self._clock()
+        now = timestamp_of(event) or self._clock()
         size = int(event.get("bytes") or 0)
         decision = decision_of(event)
         pii = bool(event.get("pii_detected"))
@@ -499,7 +514,7 @@ def row_cells(event: Event) -> tuple[str, ...]:
         pii = "PII " + ",".join(types[:2]) if types else "PII"
     stream = " ⇢" if event.get("llm_stream") else ""
     return (
-        format_time(event.get("timestamp") or 0.0, millis=False),
+        format_time(timestamp_of(event), millis=False),
         process_key(event),
         provider_of(event),
         (event.get("llm_model") or "") + stream,

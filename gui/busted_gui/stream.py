@@ -192,7 +192,7 @@ class StreamClient:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="busted-ui-stream", daemon=True)
-        self._last_seq = 0
+        self._last_seq: int | None = None
         self._reported = ""
 
     # --- render-loop side ----------------------------------------------------------------
@@ -341,18 +341,18 @@ class StreamClient:
     def _track_seq(self, events: list[Event]) -> None:
         missed = 0
         restarts = 0
-        last = self._last_seq
+        last = self._last_seq  # None until the first numbered event
         for event in events:
             seq = event.get("seq")
-            if not isinstance(seq, int) or seq <= 0:
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
                 continue
-            if last and seq > last + 1:
+            if last is not None and seq > last + 1:
                 missed += seq - last - 1
-            elif last and seq < last and (seq <= 64 or seq < last - 100_000):
+            elif last is not None and seq < last and (seq <= 64 or seq < last - 100_000):
                 restarts += 1  # numbering started again: a new daemon run
                 last = seq
                 continue
-            if seq > last:
+            if last is None or seq > last:
                 last = seq
         self._last_seq = last
         if missed or restarts:

@@ -1,0 +1,114 @@
+"""`busted ui --demo` in a real window: rows rendered, screenshot, filters, keys."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from conftest import read_rgb, text_bands, wait_for
+
+pytestmark = pytest.mark.gui
+
+
+def rows_rendered(state: dict) -> bool:
+    # A few frames in: the first ones come before the window is mapped on the X server.
+    return state["frame"] >= 10 and state["view_len"] >= 50 and len(state["rows"]) >= 10
+
+
+def test_demo_window_renders_a_full_table(launch, short_tmp):
+    ui = launch("--demo")
+    state = ui.wait_state(rows_rendered, what="the table to hold demo events")
+    assert state["state"] == "demo"
+    assert state["visible_rows"] >= 10
+    # The rows on screen are the newest events, in order (auto-scroll follows).
+    assert state["follow"] is True
+    seqs = [r["seq"] for r in state["rows"]]
+    assert seqs == sorted(seqs)
+    assert len(state["providers"]) >= 5
+
+    shot = ui.screenshot(short_tmp / "demo.png")
+    width, height, raw = rgb = read_rgb(shot)
+    assert (width, height) == (1280, 800)
+    # Not blank: many colours, and not one flat background.
+    colours = {raw[i : i + 3] for i in range(0, len(raw), 3 * 97)}
+    assert len(colours) > 100, f"only {len(colours)} colours: blank window?"
+    # Rows rendered: the table's area holds a text line per visible row (+ header).
+    state = ui.state()
+    x, y, w, h = state["table_rect"]
+    assert w > 400 and h > 200, state["table_rect"]
+    bands = text_bands(rgb, (x + 4, y, min(w, 600) - 8, h))
+    assert bands >= min(state["visible_rows"], 10), (bands, state["visible_rows"])
+
+
+def test_filters_reduce_the_rows_and_clearing_restores_them(launch):
+    ui = launch("--demo", "--demo-rate", "80")
+    ui.wait_state(lambda s: s["stored"] >= 300, what="some demo history")
+
+    state = ui.command(cmd="filter", decision="deny")
+    assert state["filter"]["decision"] == "deny"
+    assert 0 < state["view_len"] < state["stored"]
+    assert state["rows"], "denied events exist in the demo traffic"
+    assert all(r["cells"][6] == "deny" for r in state["rows"])
+
+    state = ui.command(cmd="filter", provider="OpenAI", pii_only=True)
+    assert all(r["cells"][2] == "OpenAI" and r["cells"][7].startswith("PII")
+               for r in state["rows"])
+
+    state = ui.command(cmd="filter", text="run_shell")
+    assert state["rows"] and all("run_shell" in r["cells"][4] for r in state["rows"])
+
+    state = ui.command(cmd="clear_filter")
+    assert state["view_len"] == state["stored"]
+
+
+def test_pause_freezes_the_table_while_counting_goes_on(launch):
+    ui = launch("--demo", "--demo-rate", "100")
+    ui.wait_state(rows_rendered, what="rows")
+    paused = ui.command(cmd="pause")
+    assert paused["paused"] is True
+    frozen = [r["uid"] for r in paused["rows"]]
+    later = ui.wait_state(lambda s: s["total"] > paused["total"] + 20, what="more events")
+    assert [r["uid"] for r in later["rows"]] == frozen
+    resumed = ui.command(cmd="resume")
+    ui.wait_state(lambda s: s["rows"][-1]["uid"] > frozen[-1], what="the table to move on")
+    assert resumed["paused"] is False
+
+
+def test_detail_panel_and_other_views_survive_selection_and_tabs(launch, short_tmp):
+    ui = launch("--demo")
+    ui.wait_state(rows_rendered, what="rows")
+    state = ui.command(cmd="select", position=-1)
+    assert state["selected"] is not None
+    for tab in ("providers", "processes", "events"):
+        state = ui.command(cmd="tab", name=tab)
+        assert state["tab"] == tab
+    state = ui.command(cmd="help", show=True)
+    ui.screenshot(short_tmp / "help.png")
+    ui.command(cmd="help", show=False)
+
+
+def test_keyboard_shortcuts_reach_the_window(launch, display):
+    if shutil.which("xdotool") is None:
+        pytest.fail("xdotool is not installed (deploy/setup-host.sh installs it)")
+    ui = launch("--demo")
+    ui.wait_state(rows_rendered, what="rows")
+
+    def press(*keys: str) -> None:
+        subprocess.run(["xdotool", "search", "--sync", "--name", "Busted", "windowfocus",
+                        "--sync", "key", "--delay", "80", *keys],
+                       env={"DISPLAY": display}, check=True, timeout=20)
+
+    press("space")
+    ui.wait_state(lambda s: s["paused"], what="Space to pause")
+    press("space")
+    ui.wait_state(lambda s: not s["paused"], what="Space to resume")
+    press("d")
+    ui.wait_state(lambda s: s["filter"]["decision"] == "deny", what="D to filter denies")
+    press("Escape")
+    ui.wait_state(lambda s: s["filter"]["decision"] == "", what="Esc to clear")
+    press("Up")
+    ui.wait_state(lambda s: s["selected"] is not None and not s["follow"],
+                  what="Up to select and stop following")
+    press("End")
+    wait_for(lambda: ui.state()["follow"], what="End to follow again")
