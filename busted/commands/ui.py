@@ -32,7 +32,8 @@ Examples:
 Keyboard: Space pause, / search, Esc clear filters, F1 help.
 """,
 )
-@click.option("--runtime-dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNTIME_DIR),
+@click.option("--runtime-dir", type=click.Path(file_okay=False, readable=False),
+              default=str(DEFAULT_RUNTIME_DIR),
               show_default=True, help="Runtime directory of the daemon to watch.")
 @click.option("--endpoint", default=None, metavar="ipc://PATH",
               help="Subscribe to this endpoint instead of <runtime-dir>/events.sock.")
