@@ -11,7 +11,7 @@ wraps them for one standalone capture.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from busted.classifier import llm, locate, mcp, pii, providers, redact, sdk, sse
@@ -38,6 +38,8 @@ class ConnContext:
     mcp_method: str = ""
     requests: int = 0
     http2: bool = False
+    # HTTP/2: what each stream's request said, so its response is judged by it.
+    streams: dict[int, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def parse_json(data: bytes | str) -> Any:

@@ -63,7 +63,7 @@ class RawChunk:
 
 def looks_like_http1(data: bytes | bytearray) -> bool:
     """Does this begin an HTTP/1 request or response (possibly cut short)?"""
-    if data[:7] == b"HTTP/1.":
+    if data[:7] == b"HTTP/1." or (len(data) < 7 and b"HTTP/1.".startswith(bytes(data))):
         return True
     space = data.find(b" ", 0, 9)
     if space > 0:
@@ -129,6 +129,7 @@ class Http1Parser:
         self._remaining = 0  # "length": body bytes still due; "chunked": bytes of this chunk
         self._chunk_state = "size"  # size, data, crlf, trailer
         self._done = HttpMessage(kind="request")  # last body-less message finished
+        self._detached = False  # the message in progress was handed out already
         self.dropped = 0  # body bytes not kept because of max_body
 
     @property
@@ -160,13 +161,40 @@ class Http1Parser:
                     out.append(self._done)
                     continue
             if self._read_body():
-                out.append(self._finish(complete=True))
+                msg = self._finish(complete=True)
+                if not self._detached:
+                    out.append(msg)
+                self._detached = False
             else:
                 break
         return out
 
+    @property
+    def over_cap(self) -> bool:
+        """The message in progress outgrew ``max_body`` and was not handed out yet."""
+        return self._msg is not None and self._msg.truncated and not self._detached
+
+    def detach(self) -> HttpMessage | None:
+        """Hand out the message in progress now (head and body so far, truncated); the
+        rest of its body is still framed, counted and skipped, never buffered."""
+        msg = self._msg
+        if msg is None or self._detached:
+            return None
+        self._detached = True
+        body, self._body = bytes(self._body), bytearray()
+        return HttpMessage(
+            kind=msg.kind, method=msg.method, target=msg.target, status=msg.status, reason=msg.reason,
+            version=msg.version, headers=msg.headers, body=body, complete=False, truncated=True,
+            wire_bytes=msg.wire_bytes, _index=msg._index,
+        )  # fmt: skip
+
     def flush(self) -> HttpMessage | RawChunk | None:
         """End of input (close, timeout, eviction): return what is in progress, if any."""
+        if self._msg is not None and self._detached:
+            self._finish(complete=False)
+            self._detached = False
+            self._buf.clear()
+            return None
         if self._msg is not None:
             # A body delimited by the connection's end is complete when input ends.
             complete = self._mode == "close"
@@ -212,6 +240,9 @@ class Http1Parser:
         return True
 
     def _keep(self, data: bytes | bytearray) -> None:
+        if self._detached:
+            self.dropped += len(data)
+            return
         room = self.max_body - len(self._body)
         if room >= len(data):
             self._body += data

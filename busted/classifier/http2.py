@@ -140,7 +140,8 @@ class H2Parser:
             stream = self._stream(sid)
             data = _unpad(payload, flags)
             stream.wire += len(payload) + 9
-            room = self.max_body - len(stream.body)
+            # One budget for all streams of the connection direction.
+            room = self.max_body - sum(len(s.body) for s in self._streams.values())
             if room >= len(data):
                 stream.body += data
             else:

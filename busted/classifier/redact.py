@@ -69,7 +69,9 @@ _PRIVATE_KEY_BODY = re.compile(
 )
 # Custom credential headers (x-portkey-api-key, x-goog-user-token, ...); not counters
 # such as anthropic-ratelimit-tokens-limit or x-amzn-bedrock-input-token-count.
-_SECRET_NAME = re.compile(r"(?:key|token|secret|auth|cookie|password|signature|credential)(?!s|-count)")
+_SECRET_NAME = re.compile(
+    r"(?:key|token|secret|auth(?!ority)|cookie|password|signature|credential)(?!s|-count)"
+)
 
 
 def _keep_prefix(match: re.Match[bytes]) -> bytes:

@@ -79,7 +79,7 @@ def _framework(values: str) -> tuple[str, str | None] | None:
     low = values.lower()
     for needle, name in _FRAMEWORKS:
         if needle in low:
-            found = re.search(re.escape(needle) + r"[/ ]v?([0-9][\w.+-]*)", low)
+            found = re.search(re.escape(needle) + r"[\w-]*[/ ]v?([0-9][\w.+-]*)", low)
             return name, found.group(1) if found else None
     return None
 

@@ -1,17 +1,76 @@
 """The classify worker's role logic (a :class:`busted.workers.stage.Stage`).
 
-Pull socket: ``pipe/classify.sock`` (bound); pushes to the next stage's socket.
-Placeholder until its own issue lands: events pass through untouched.
+Pull socket: ``pipe/classify.sock`` (bound); pushes to the next stage's socket; sends
+verdicts back to capture through the loop's feedback socket.
+
+Events carrying ``payload`` (raw captured bytes) go through the per-connection
+:class:`~busted.classifier.reassembly.Reassembler`: once a request or response is
+complete (or its connection closed, or it went idle) ONE event leaves with the
+classification fields, the masked ``tls_payload`` text and ``bytes``, and without
+``payload``. Everything else (connections, DNS, enforcement records, events a source
+classified already) passes through untouched, in order. A connection whose first
+message is plainly not LLM / MCP gets a ``{"cmd": "verdict", "capture": False}`` sent
+back once, so the kernel stops copying its payload.
 """
 
 from __future__ import annotations
 
-from busted.workers.stage import Stage
+from busted.classifier.reassembly import Reassembler
+from busted.workers.stage import Event, Stage
 
 
 class ClassifyStage(Stage):
     role = "classify"
-    passthrough = True
+    passthrough = False
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.reassembler = Reassembler(
+            max_conn_bytes=config.reassembly_max_bytes,
+            max_total_bytes=config.reassembly_total_bytes,
+            stats=self.stats,
+        )
+
+    def process(self, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        now = self.now()
+        reassembler = self.reassembler
+        for event in events:
+            if event.get("payload") is not None and not event.get("content_class"):
+                out.extend(reassembler.feed(event, now))
+            elif "payload" in event:
+                # Already classified by its source (or an empty capture): only make sure
+                # raw bytes go no further than this stage.
+                payload = event.pop("payload")
+                if not event.get("tls_payload") and isinstance(payload, (bytes, bytearray)):
+                    event["tls_payload"] = bytes(payload).decode("utf-8", "replace")
+                out.append(event)
+            else:
+                if event.get("event_type") == "TCP_CLOSE":
+                    out.extend(reassembler.close(event.get("pid"), event.get("conn_id")))
+                out.append(event)
+        self._send_verdicts()
+        self._gauges()
+        return out
+
+    def tick(self, now: float) -> list[Event]:
+        out = self.reassembler.expire(now)
+        self._send_verdicts()
+        self._gauges()
+        return out
+
+    def close(self) -> list[Event]:
+        return self.reassembler.flush_all()
+
+    def _send_verdicts(self) -> None:
+        verdicts = self.reassembler.verdicts
+        while verdicts:
+            pid, conn_id = verdicts.pop(0)
+            self.feedback({"cmd": "verdict", "pid": pid, "conn_id": conn_id, "capture": False})
+
+    def _gauges(self) -> None:
+        self.stats["open_connections"] = self.reassembler.connections
+        self.stats["buffered_bytes"] = self.reassembler.buffered_bytes
 
 
 STAGE = ClassifyStage
