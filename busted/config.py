@@ -51,6 +51,10 @@ class MonitorConfig:
     plaintext_ports: tuple[int, ...] = DEFAULT_PLAINTEXT_PORTS
     ring_pages: int = 1024  # ring buffer size in pages
     use_kprobes: bool = False
+    # --- identity ------------------------------------------------------------------
+    kubeconfig: str = ""  # use this kubeconfig (otherwise in-cluster, when in a cluster)
+    node_name: str = ""  # this node's name in the cluster (default $NODE_NAME or hostname)
+    kubernetes: bool = True  # resolve pods when a cluster is reachable
     # --- classify ----------------------------------------------------------------
     reassembly_max_bytes: int = 1024 * 1024  # per connection
     reassembly_total_bytes: int = 64 * 1024 * 1024

@@ -71,6 +71,7 @@ class ProcessedEvent(TypedDict, total=False):
     container_id: str
     pod_name: str
     pod_namespace: str
+    pod_service_account: str
     # --- connection ---------------------------------------------------------------
     src_ip: str
     src_port: int
@@ -133,6 +134,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "container_id": "",
     "pod_name": "",
     "pod_namespace": "",
+    "pod_service_account": "",
     "src_ip": "",
     "src_port": 0,
     "dst_ip": "",

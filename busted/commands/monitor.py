@@ -61,6 +61,9 @@ def _config_from_flags(**opts) -> MonitorConfig:
         verbose=opts["verbose"],
         drop_privileges=not opts["no_drop_privileges"],
         heartbeat_timeout_s=opts["heartbeat_timeout"],
+        kubeconfig=str(Path(opts["kubeconfig"]).absolute()) if opts["kubeconfig"] else "",
+        node_name=opts["node_name"] or "",
+        kubernetes=not opts["no_kubernetes"],
     )
 
 
@@ -95,6 +98,11 @@ Examples:
 @click.option("--output", multiple=True, metavar="SINK",
               help="Extra sink (repeatable): file:PATH (JSON lines), syslog:HOST:PORT (UDP, "
                    "RFC 5424), webhook:URL (POSTed JSON arrays).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True),
+              help="Resolve pods with this kubeconfig (in a cluster: automatic).")
+@click.option("--node-name", metavar="NAME",
+              help="This node's name in the cluster (default: $NODE_NAME, else the host name).")
+@click.option("--no-kubernetes", is_flag=True, help="Do not resolve pods even in a cluster.")
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics there (e.g. 127.0.0.1:9477).")
 @click.option("--policy-dir", multiple=True, type=click.Path(), metavar="DIR",

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from busted.config import MonitorConfig
+from busted.kube import PodIndex, kubernetes_wanted
 from busted.workers.stage import Event, Stage
 
 MAX_AGENTS = 10_000
@@ -57,6 +58,12 @@ class IdentityStage(Stage):
         self.agents: OrderedDict[int, Agent] = OrderedDict()
         # (pid, conn_id or dst) -> identity fields of the last request on it
         self.connections: OrderedDict[tuple, dict] = OrderedDict()
+        self.pods: PodIndex | None = None
+
+    def setup(self) -> None:
+        if self.config.kubernetes and kubernetes_wanted(self.config.kubeconfig or None):
+            self.pods = PodIndex(self.config.kubeconfig or None, self.config.node_name or None)
+            self.pods.start()
 
     def wants(self, frame: bytes) -> bool:
         # Only LLM/MCP events get an identity; their class names show in the encoded batch.
@@ -71,7 +78,18 @@ class IdentityStage(Stage):
     def _connection_key(self, event: Event) -> tuple:
         return (event.get("pid"), event.get("conn_id") or (event.get("dst_ip"), event.get("dst_port")))
 
+    def _add_pod(self, event: Event) -> str:
+        """Fill the pod fields; returns the workload ("namespace/name") or ""."""
+        info = self.pods.lookup(event.get("container_id") or "")
+        if info is None:
+            return ""
+        event["pod_name"] = info.name
+        event["pod_namespace"] = info.namespace
+        event["pod_service_account"] = info.service_account
+        return f"{info.namespace}/{info.workload}"
+
     def _identify(self, event: Event) -> None:
+        workload = self._add_pod(event) if self.pods is not None else ""
         key = self._connection_key(event)
         is_request = (event.get("content_class") or "").endswith("REQUEST")
         if not is_request and not event.get("agent_sdk") and key in self.connections:
@@ -81,7 +99,9 @@ class IdentityStage(Stage):
         signals = {
             "process_name": event.get("process_name") or "",
             "uid": str(event.get("uid", "")) if event.get("uid") is not None else "",
-            "container": event.get("container_id") or event.get("pod_name") or "",
+            # Every replica of a workload is the same agent: name the workload, not
+            # the replica's container.
+            "container": workload or event.get("container_id") or "",
             "sdk": event.get("agent_sdk") or "",
             "provider": event.get("llm_provider") or event.get("provider") or "",
         }
@@ -137,7 +157,9 @@ class IdentityStage(Stage):
         if signals["sdk"]:
             parts.append(f"via {signals['sdk']} SDK")
         parts.append(f"in {signals['process_name'] or 'a process'}")
-        if signals["container"]:
+        if event.get("pod_name"):
+            parts.append(f"(pod {event.get('pod_namespace')}/{event['pod_name']})")
+        elif signals["container"]:
             parts.append(f"(container {signals['container'][:12]})")
         parts.append(f"— {agent.requests} request{'s' if agent.requests != 1 else ''}"
                      f" from {len(agent.pids)} process{'es' if len(agent.pids) != 1 else ''}")
@@ -145,6 +167,13 @@ class IdentityStage(Stage):
 
     def tick(self, now: float) -> list[Event]:
         self.stats["agents"] = len(self.agents)
+        if self.pods is not None:
+            self.stats["pods_known"] = len(self.pods.pods)
+        return []
+
+    def close(self) -> list[Event]:
+        if self.pods is not None:
+            self.pods.stop()
         return []
 
 
