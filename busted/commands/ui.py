@@ -87,6 +87,7 @@ def ui(
         from busted_gui.stream import StreamClient, check_socket, ipc_path
 
         path = ipc_path(target)
+        source = StreamClient(target)
         if path is not None:
             state, message, hint = check_socket(path)
             if state:
@@ -94,7 +95,7 @@ def ui(
                 click.echo(f"busted ui: {message}", err=True)
                 if hint:
                     click.echo(hint, err=True)
-        source = StreamClient(target)
+                source.already_reported(state, message)
         title = "Busted"
     try:
         run(source, max_events=max_events, title=title, width=width, height=height)

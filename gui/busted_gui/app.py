@@ -116,6 +116,8 @@ class Dashboard:
 
         self.frame_count = 0
         self.frame_times: deque[float] = deque(maxlen=600)
+        self.update_times: deque[float] = deque(maxlen=600)  # our work per frame
+        self.render_times: deque[float] = deque(maxlen=600)  # Dear PyGui's
         self._last_frame = time.perf_counter()
         self._next_slow = 0.0
         self._next_plot = 0.0
@@ -124,6 +126,9 @@ class Dashboard:
         self._row_shown = [True] * MAX_ROWS
         self._row_mark: list[str] = [""] * MAX_ROWS
         self._row_sel = [False] * MAX_ROWS
+        self._row_text: list[tuple[str, ...]] = [("",) * len(COLUMNS)] * MAX_ROWS
+        self._next_table = 0.0
+        self._next_top_bar = 0.0
         self._drawn_version = -1
         self._drawn_top = -1
         self._drawn_selected: int | None = -1
@@ -299,8 +304,9 @@ class Dashboard:
                     )
                     dpg.bind_item_theme(sel, align)
                     cells = [sel]
-                    for _ in range(len(COLUMNS) - 1):
-                        cells.append(dpg.add_text(""))
+                    for col in range(1, len(COLUMNS)):
+                        static = {7: theme.PII, 8: theme.DIM, 9: theme.DIM}.get(col)
+                        cells.append(dpg.add_text("", color=static or (-255, 0, 0, 255)))
                     _bind_font(cells[6], self.fonts.table_bold)
                 self._rows.append(row)
                 self._cells.append(cells)
@@ -579,7 +585,9 @@ class Dashboard:
             self.store.add_many(events)
         self._status = self.source.status()
 
-        self._update_top_bar()
+        if now >= self._next_top_bar:
+            self._next_top_bar = now + 0.25
+            self._update_top_bar()
         if now >= self._next_plot:
             self._next_plot = now + 0.5
             self._update_header(now)
@@ -598,6 +606,7 @@ class Dashboard:
             self._pending_shot = ""
         if self.hooks is not None:
             self.hooks.write_state(self.snapshot)
+        self.update_times.append(time.perf_counter() - start)
 
     def _update_top_bar(self) -> None:
         s = self._status
@@ -680,6 +689,17 @@ class Dashboard:
             and self.selected == self._drawn_selected
         ):
             return
+        # Following a fast stream, rows are unreadable above ~20 refreshes a second;
+        # rewriting them every frame would only cost frame time.
+        now = time.monotonic()
+        if (
+            self.follow
+            and self._drawn_version >= 0
+            and self.selected == self._drawn_selected
+            and now < self._next_table
+        ):
+            return
+        self._next_table = now + 0.05
         self._drawn_version, self._drawn_top = version, self.top
         self._drawn_selected = self.selected
 
@@ -724,15 +744,19 @@ class Dashboard:
     def _fill_row(self, i: int, event: dict[str, Any]) -> None:
         cells = self._cells[i]
         values = row_cells(event)
-        dpg.configure_item(cells[0], label=values[0])
+        drawn = self._row_text[i]
+        # Only what differs from what the row shows already: each call costs a few µs.
+        if drawn[0] != values[0]:
+            dpg.configure_item(cells[0], label=values[0])
         for col in range(1, len(values)):
-            dpg.set_value(cells[col], values[col])
+            if drawn[col] != values[col]:
+                dpg.set_value(cells[col], values[col])
+        if drawn[2] != values[2]:
+            dpg.configure_item(cells[2], color=theme.provider_color(values[2]))
         decision = decision_of(event)
-        dpg.configure_item(cells[2], color=theme.provider_color(provider_of(event)))
-        dpg.configure_item(cells[6], color=theme.decision_color(decision))
-        dpg.configure_item(cells[7], color=theme.PII)
-        dpg.configure_item(cells[9], color=theme.DIM)
-        dpg.configure_item(cells[8], color=theme.DIM)
+        if drawn[6] != values[6]:
+            dpg.configure_item(cells[6], color=theme.decision_color(decision))
+        self._row_text[i] = values
         mark = decision if decision in ("deny", "audit") else ""
         if mark != self._row_mark[i]:
             if mark:
@@ -1017,7 +1041,9 @@ def run(
             dashboard.frame()
             if on_frame is not None:
                 on_frame(dashboard)
+            before = time.perf_counter()
             dpg.render_dearpygui_frame()
+            dashboard.render_times.append(time.perf_counter() - before)
             jobs = dpg.get_callback_queue()
             if jobs:
                 dpg.run_callbacks(jobs)

@@ -110,7 +110,10 @@ class Filter:
 
     @property
     def active(self) -> bool:
-        return self != Filter()
+        return bool(
+            self.text or self.provider or self.content_class or self.decision or self.process
+            or self.pii_only
+        )
 
     def with_(self, **changes: Any) -> Filter:
         return replace(self, **changes)
@@ -243,39 +246,51 @@ class EventStore:
     # --- feeding -------------------------------------------------------------------
     def add(self, event: Event) -> int:
         """Store one event and fold it into the aggregates; returns its uid."""
-        uid = self._next_uid
-        self._next_uid += 1
-        self._events.append(event)
-        self._search.append(None)
-        if self.filter.active:
-            text = None
-            if self.filter.text:
-                text = self._search[-1] = _search_text(event)
-            if self.filter.matches(event, text):
-                self._view.append(uid)
-        else:
-            self._view.append(uid)
-        self._aggregate(event)
-        if len(self._events) >= 2 * self.max_events:
-            self._evict()
-        self.version += 1
-        return uid
+        self.add_many((event,))
+        return self._next_uid - 1
 
     def add_many(self, events: Iterable[Event]) -> int:
+        """Store events (oldest first). The render loop calls this with everything the
+        stream delivered since the last frame: ~5 µs an event, so it is kept tight."""
         count = 0
         now = self._clock()
+        flt = self.filter
+        active = flt.active
+        store = self._events.append
+        search = self._search.append
+        view = self._view.append
+        aggregate = self._aggregate
+        rate_add = self.rate.add
         last_second, pending = None, 0
         for event in events:
-            self.add(event)
+            uid = self._next_uid
+            self._next_uid = uid + 1
+            store(event)
+            if active:
+                text = _search_text(event) if flt.text else None
+                search(text)
+                if flt.matches(event, text):
+                    view(uid)
+            else:
+                search(None)
+                view(uid)
+            ts = event.get("timestamp")
+            if not isinstance(ts, float):
+                ts = timestamp_of(event) or now
+            aggregate(event, ts)
             count += 1
-            second = int(timestamp_of(event) or now)
+            second = int(ts)
             if second != last_second:
                 if pending:
-                    self.rate.add(pending, last_second, now)
+                    rate_add(pending, last_second, now)
                 last_second, pending = second, 0
             pending += 1
         if pending:
-            self.rate.add(pending, last_second, now)
+            rate_add(pending, last_second, now)
+        if len(self._events) >= 2 * self.max_events:
+            self._evict()
+        if count:
+            self.version += 1
         return count
 
     def _evict(self) -> None:
@@ -287,54 +302,56 @@ class EventStore:
         if cut:
             del self._view[:cut]
 
-    def _aggregate(self, event: Event) -> None:
-        now = timestamp_of(event) or self._clock()
-        size = int(event.get("bytes") or 0)
-        decision = decision_of(event)
-        pii = bool(event.get("pii_detected"))
-        request = is_request(event)
+    def _aggregate(self, event: Event, now: float) -> None:
+        get = event.get
+        size = get("bytes") or 0
+        decision = get("policy") or ""
+        pii = bool(get("pii_detected"))
+        content_class = get("content_class") or ""
+        request = content_class in ("LLM_REQUEST", "MCP_REQUEST")
+        name = get("process_name") or ""
+        pid = get("pid") or 0
         self.total += 1
         self.bytes_total += size
         if decision:
             self.decisions[decision] += 1
         if pii:
             self.pii_total += 1
-        content_class = event.get("content_class") or ""
         if content_class:
             self.classes[content_class] += 1
-        name = event.get("process_name") or ""
         if name:
             self.process_names[name] += 1
 
-        provider = provider_of(event)
-        model = event.get("llm_model") or ""
+        provider = get("llm_provider") or get("provider") or ""
+        model = get("llm_model") or ""
         if provider:
             p = self.providers.get(provider)
             if p is None:
                 p = self.providers[provider] = ProviderStats()
             p.events += 1
-            p.requests += request
-            p.responses += content_class in ("LLM_RESPONSE", "MCP_RESPONSE")
-            p.input_tokens += int(event.get("llm_input_tokens") or 0)
-            p.output_tokens += int(event.get("llm_output_tokens") or 0)
+            if request:
+                p.requests += 1
+            elif content_class in ("LLM_RESPONSE", "MCP_RESPONSE"):
+                p.responses += 1
+            p.input_tokens += get("llm_input_tokens") or 0
+            p.output_tokens += get("llm_output_tokens") or 0
             p.bytes += size
             p.pii += pii
-            p.last_seen = max(p.last_seen, now)
+            if now > p.last_seen:
+                p.last_seen = now
             if model:
                 p.models[model] += 1
             p.processes.add(name or "?")
             if decision:
                 p.decisions[decision] += 1
 
-        for groups, key in (
-            (self.processes, process_key(event)),
-            (self.identities, identity_key(event)),
-        ):
+        pkey = f"{name or '?'} ({pid})"
+        ikey = get("identity_instance") or pkey
+        sdk = get("agent_sdk")
+        for groups, key in ((self.processes, pkey), (self.identities, ikey)):
             g = groups.get(key)
             if g is None:
-                g = groups[key] = GroupStats(
-                    key=key, process_name=name, pid=int(event.get("pid") or 0), first_seen=now
-                )
+                g = groups[key] = GroupStats(key=key, process_name=name, pid=pid, first_seen=now)
                 if len(groups) > MAX_GROUPS:
                     groups.popitem(last=False)
             else:
@@ -343,19 +360,21 @@ class EventStore:
             g.requests += request
             g.bytes += size
             g.pii += pii
-            g.last_seen = max(g.last_seen, now)
-            if event.get("container_id") and not g.container:
-                g.container = event.get("pod_name") or event["container_id"][:12]
-            if event.get("agent_sdk"):
-                g.sdks.add(event["agent_sdk"])
+            if now > g.last_seen:
+                g.last_seen = now
+            if not g.container and get("container_id"):
+                g.container = get("pod_name") or event["container_id"][:12]
+            if sdk:
+                g.sdks.add(sdk)
             if provider:
                 g.providers[provider] += 1
             if model:
                 g.models[model] += 1
             if decision:
                 g.decisions[decision] += 1
-            if event.get("identity_narrative"):
-                g.narrative = event["identity_narrative"]
+            narrative = get("identity_narrative")
+            if narrative:
+                g.narrative = narrative
 
     # --- reading -------------------------------------------------------------------
     def __len__(self) -> int:

@@ -236,6 +236,10 @@ class StreamClient:
             for k, v in changes.items():
                 setattr(self._status, k, v)
 
+    def already_reported(self, state: str, message: str) -> None:
+        """The caller printed this problem already: do not log it a second time."""
+        self._reported = f"{state}:{message}"
+
     def _report(self, state: str, message: str, hint: str) -> None:
         """Say a problem once on stderr (the window shows it all the time)."""
         key = f"{state}:{message}"
