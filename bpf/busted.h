@@ -122,6 +122,19 @@ struct conn_rec {
     u8 daddr[16];
 };
 
+/* a socket of a process */
+struct fd_key {
+    u32 pid;
+    s32 fd;
+};
+
+/* a socket whose payload is copied (plain-text port or DNS) */
+struct watch {
+    u64 conn_id;
+    u8 source;      /* SRC_PLAIN or SRC_DNS */
+    u8 pad[7];
+};
+
 /* key of the verdict map: a connection of a process */
 struct conn_key {
     u32 pid;
@@ -141,6 +154,10 @@ BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
 BPF_PERCPU_ARRAY(scratch, struct data_rec, 1);
 /* present = userspace judged the connection uninteresting: copy no more payload */
 BPF_HASH(verdicts, struct conn_key, u8, 65536);
+/* sockets whose payload the syscall tracepoints copy (plaintext.bpf.c, dns.bpf.c) */
+BPF_HASH(watched, struct fd_key, struct watch, 65536);
+/* per-cpu connection id counter: ids are (count << 8 | cpu), unique without atomics */
+BPF_PERCPU_ARRAY(conn_counter, u64, 1);
 /* busted's own processes (filled by userspace): never traced, no feedback loops */
 BPF_HASH(ignored_pids, u32, u8, 64);
 /* each thread's last TCP socket, for TLS libraries that do their own I/O (node) */
@@ -151,6 +168,16 @@ static __always_inline void count_lost(u32 slot)
     u64 *n = lost.lookup(&slot);
     if (n)
         *n += 1;
+}
+
+static __always_inline u64 new_conn_id(void)
+{
+    u32 zero = 0;
+    u64 *n = conn_counter.lookup(&zero);
+    if (!n)
+        return 0;
+    *n += 1;
+    return (*n << 8) | (bpf_get_smp_processor_id() & 0xff);
 }
 
 static __always_inline void fill_head(struct rec_head *h, u32 type)

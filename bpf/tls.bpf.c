@@ -28,11 +28,19 @@ struct tls_call {
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);
 BPF_HASH(ssl_fds, struct conn_key, s32, 65536);
 
-static __always_inline int tls_enter(struct pt_regs *ctx, int has_out)
+/* one stash per thread AND direction: node calls SSL_write from callbacks that run
+ * inside SSL_read, which is not the nesting of one call inside its own wrapper */
+static __always_inline u64 call_key(u64 pid_tgid, u8 direction)
+{
+    return pid_tgid | ((u64)direction << 63); /* pids use 22 bits at most */
+}
+
+static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direction)
 {
     u64 id = bpf_get_current_pid_tgid();
     if (skip_self(id))
         return 0;
+    u64 key = call_key(id, direction);
     struct tls_call c = {};
     c.ssl = PT_REGS_PARM1(ctx);
     c.buf = PT_REGS_PARM2(ctx);
@@ -40,12 +48,12 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out)
     c.sp = PT_REGS_SP(ctx);
     if (judged_uninteresting(id >> 32, c.ssl))
         return 0;
-    struct tls_call *outer = tls_calls.lookup(&id);
+    struct tls_call *outer = tls_calls.lookup(&key);
     /* the stack grows down: a deeper frame means we are nested inside a call we
      * already track (e.g. SSL_write -> SSL_write_ex); the outer one reports */
     if (outer && outer->sp > c.sp)
         return 0;
-    if (tls_calls.update(&id, &c) != 0)
+    if (tls_calls.update(&key, &c) != 0)
         count_lost(LOST_STASH);
     return 0;
 }
@@ -53,14 +61,15 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out)
 static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct tls_call *p = tls_calls.lookup(&id);
+    u64 key = call_key(id, direction);
+    struct tls_call *p = tls_calls.lookup(&key);
     if (!p)
         return 0;
     struct tls_call c = *p;
     /* after `ret` the stack pointer is the entry one + 8 (the return address) */
     if (PT_REGS_SP(ctx) != c.sp + 8)
         return 0;
-    tls_calls.delete(&id);
+    tls_calls.delete(&key);
     int ret = (int)PT_REGS_RC(ctx);
     if (ret <= 0)
         return 0; /* failed or would block: nothing moved */
@@ -80,12 +89,12 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
 }
 
 /* (ssl, buf, num, size_t *written): SSL_write_ex or the internal function it calls */
-int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, DIR_WRITE); }
 /* (ssl, buf, int num) -> int: SSL_write where it is probed on its own */
-int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, DIR_WRITE); }
 int tls_write_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_WRITE); }
-int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
-int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, DIR_READ); }
+int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, DIR_READ); }
 int tls_read_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_READ); }
 
 /* SSL_ctrl(SSL *s, int cmd, long larg, void *parg) */

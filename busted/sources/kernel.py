@@ -147,7 +147,7 @@ class KernelSource:
         text = program_text()
         try:
             # BPF() also attaches every TRACEPOINT_PROBE in the text.
-            self._bpf = BPF(text=text, cflags=cflags(self.config))
+            self._bpf = BPF(text=text.encode(), cflags=cflags(self.config))
         except Exception as exc:  # bcc raises bare Exception for compile/verifier errors
             raise KernelError(
                 "The kernel refused or bcc could not compile busted's BPF programs "
@@ -162,7 +162,7 @@ class KernelSource:
             self._probe_file(path)
         if not self._probed:
             log.warning("no OpenSSL found on this host: TLS plaintext will not be captured")
-        self._bpf["events"].open_ring_buffer(self._on_record)
+        self._bpf[b"events"].open_ring_buffer(self._on_record)
         log.info("kernel probes attached: %d uprobes on %d files, tracepoints: %s",
                  self.probe_count, len(self._probed), ", ".join(self._tracepoints()))
 
@@ -187,13 +187,13 @@ class KernelSource:
         for site in sites:
             for pid in pids:
                 try:
+                    # bcc wants bytes (str works but warns)
+                    name, fn = path.encode(), site.fn.encode()
                     if site.ret:
-                        self._bpf.attach_uretprobe(name=path, addr=site.addr, fn_name=site.fn, pid=pid)
-                    elif site.offset:
-                        self._bpf.attach_uprobe(name=path, sym=site.sym, sym_off=site.offset,
-                                                fn_name=site.fn, pid=pid)
+                        self._bpf.attach_uretprobe(name=name, addr=site.addr, fn_name=fn, pid=pid)
                     else:
-                        self._bpf.attach_uprobe(name=path, sym=site.sym, fn_name=site.fn, pid=pid)
+                        self._bpf.attach_uprobe(name=name, sym=site.sym.encode(),
+                                                sym_off=site.offset, fn_name=fn, pid=pid)
                     attached += 1
                 except Exception as exc:  # bcc: bare Exception on attach failure
                     self.attach_errors.append(f"{site.describe()}: {exc}")
@@ -240,7 +240,7 @@ class KernelSource:
         if parent > 1 and _is_busted(parent, self.proc):
             ours.add(parent)
             ours |= _children(parent, self.proc)
-        table = self._bpf["ignored_pids"]
+        table = self._bpf[b"ignored_pids"]
         for pid in ours:
             table[ct.c_uint32(pid)] = ct.c_uint8(1)
 
@@ -256,7 +256,7 @@ class KernelSource:
         if command.get("cmd") != "verdict" or self._bpf is None:
             return
         key = records.ConnKey(int(command["pid"]), 0, int(command["conn_id"]) & (2**64 - 1))
-        table = self._bpf["verdicts"]
+        table = self._bpf[b"verdicts"]
         if command.get("capture", True):
             try:
                 del table[key]
@@ -268,7 +268,7 @@ class KernelSource:
     def lost_counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf["lost"]
+        table = self._bpf[b"lost"]
         out = {}
         for slot, name in records.LOST_NAMES.items():
             out[name] = int(sum(table[ct.c_int(slot)]))
