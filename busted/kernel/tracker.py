@@ -293,6 +293,8 @@ class Tracker:
             if rec.fd >= 0:
                 self._by_fd[(rec.h.pid, rec.fd)] = conn
             ev.update(event_type="TCP_CONNECT", conn_id=rec.conn_id, **conn.fields())
+            if conn.dst_ip in self.ip_names:
+                ev["dns_name"] = self.ip_names[conn.dst_ip]
             return [ev]
         known = self._by_sk.get(rec.sk)
         if known is None:

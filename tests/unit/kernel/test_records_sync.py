@@ -1,0 +1,91 @@
+"""bpf/busted.h and busted/kernel/records.py describe the same bytes.
+
+The header's structs are parsed here (a tiny C layout calculator for the types the
+header uses: fixed-width integers, char/u8 arrays, nested structs) and every size and
+field offset is compared with the ctypes mirror. Constants shared by both are compared
+too. Pure Python: no compiler, no root.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import re
+
+import pytest
+
+from busted.kernel import records
+
+SCALARS = {"u8": 1, "s8": 1, "char": 1, "u16": 2, "s16": 2, "u32": 4, "s32": 4, "u64": 8, "s64": 8}
+
+
+def header_text() -> str:
+    text = records.HEADER_PATH.read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def defines(text: str) -> dict[str, int]:
+    out = {}
+    for name, value in re.findall(r"#define\s+(\w+)\s+(\d+)\b", text):
+        out.setdefault(name, int(value))
+    return out
+
+
+def parse_structs(text: str) -> dict[str, dict]:
+    consts = defines(text)
+    structs: dict[str, dict] = {}
+    for name, body in re.findall(r"struct\s+(\w+)\s*\{(.*?)\};", text, flags=re.S):
+        offset, align, fields = 0, 1, {}
+        for decl in filter(None, (d.strip() for d in body.split(";"))):
+            m = re.fullmatch(r"(struct\s+\w+|\w+)\s+(\w+)(?:\[(\w+)\])?", " ".join(decl.split()))
+            assert m, f"cannot parse {decl!r} in struct {name}"
+            ctype, field, count = m.groups()
+            if ctype.startswith("struct "):
+                inner = structs[ctype.split()[1]]
+                size, falign = inner["size"], inner["align"]
+            else:
+                size = falign = SCALARS[ctype]
+            n = 1 if count is None else int(consts.get(count, count))
+            offset = (offset + falign - 1) // falign * falign
+            fields[field] = (offset, size * n)
+            offset += size * n
+            align = max(align, falign)
+        structs[name] = {"fields": fields, "size": (offset + align - 1) // align * align,
+                         "align": align}
+    return structs
+
+
+STRUCTS = parse_structs(header_text())
+
+
+@pytest.mark.parametrize("cname", sorted(records.MIRRORS))
+def test_struct_layout_matches(cname):
+    c = STRUCTS[cname]
+    mirror = records.MIRRORS[cname]
+    for field, (offset, size) in c["fields"].items():
+        if cname == "data_rec" and field == "data":
+            # the flexible payload: the ctypes mirror stops where it starts
+            assert offset == ct.sizeof(mirror) == records.DATA_HEADER_SIZE
+            continue
+        py = getattr(mirror, field)
+        assert (py.offset, py.size) == (offset, size), f"{cname}.{field}"
+    expected = c["size"] if cname != "data_rec" else c["fields"]["data"][0]
+    assert ct.sizeof(mirror) == expected
+    py_fields = {f[0] for f in mirror._fields_}
+    assert py_fields == set(c["fields"]) - ({"data"} if cname == "data_rec" else set())
+
+
+def test_constants_match():
+    consts = defines(header_text())
+    for name in ("REC_DATA", "REC_SNI", "REC_SSL_FREE", "REC_CONNECT", "REC_ESTABLISHED",
+                 "REC_CLOSE", "REC_EXEC", "REC_SSL_FD", "SRC_TLS", "SRC_PLAIN", "SRC_DNS",
+                 "DIR_WRITE", "DIR_READ", "FLAG_TRUNCATED", "LOST_RINGBUF", "LOST_READ",
+                 "LOST_STASH", "LOST_SLOTS", "COMM_LEN", "SNI_LEN"):
+        assert getattr(records, name) == consts[name], name
+
+
+def test_structs_have_no_hidden_padding():
+    # every byte is a named field: the C compiler and ctypes cannot disagree on holes
+    for cname, c in STRUCTS.items():
+        covered = sum(size for _, size in c["fields"].values())
+        assert covered == c["size"], cname
