@@ -1,0 +1,104 @@
+"""`busted doctor`: what this kernel offers the probes, and which hooks monitor will use.
+
+Reads only files (no BPF is loaded), so it runs without root; ``--fix`` needs root and
+does what the host set-up does: mounts tracefs, bpffs and securityfs, and links
+Debian's generic kernel headers as /lib/modules/$(uname -r)/build and source when the
+running kernel has none of its own (bcc compiles the probes against them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import click
+
+from busted.errors import PrivilegeError
+from busted.kernel import features, libssl
+
+MOUNTS = (
+    ("tracefs", "nodev", "/sys/kernel/tracing"),
+    ("bpffs", "bpf", "/sys/fs/bpf"),
+    ("securityfs", "none", "/sys/kernel/security"),
+)
+_FSTYPE = {"tracefs": "tracefs", "bpffs": "bpf", "securityfs": "securityfs"}
+
+
+def _newest(pattern: str) -> str | None:
+    found = sorted(glob.glob(pattern), key=lambda p: [int(x) if x.isdigit() else x
+                                                      for x in p.replace("-", ".").split(".")])
+    return found[-1] if found else None
+
+
+def fix(found: features.Features) -> list[str]:
+    """Mount what is missing and link headers; returns what was done."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("doctor --fix mounts file systems and links headers: it needs root.",
+                             "Run it as: sudo busted doctor --fix")
+    done = []
+    for name, source, target in MOUNTS:
+        if found.ok(name):
+            continue
+        os.makedirs(target, exist_ok=True)
+        result = subprocess.run(["mount", "-t", _FSTYPE[name], source, target],
+                                capture_output=True, text=True)
+        done.append(f"mount {name} at {target}: " + ("ok" if result.returncode == 0
+                                                     else result.stderr.strip() or "failed"))
+    if not found.ok("headers"):
+        build = features.headers_dir()
+        hdr = _newest("/usr/src/linux-headers-*-amd64") or _newest("/usr/src/linux-headers-*-arm64")
+        common = _newest("/usr/src/linux-headers-*-common")
+        if hdr and common:
+            build.parent.mkdir(parents=True, exist_ok=True)
+            for link, target in ((build, hdr), (build.parent / "source", common)):
+                if link.is_symlink() or not link.exists():
+                    if link.is_symlink():
+                        link.unlink()
+                    link.symlink_to(target)
+                    done.append(f"linked {link} -> {target}")
+        else:
+            done.append("no headers under /usr/src: apt-get install -y linux-headers-amd64, "
+                        "then run doctor --fix again")
+    return done
+
+
+@click.command("doctor")
+@click.option("--fix", "do_fix", is_flag=True,
+              help="Mount tracefs/bpffs/securityfs and link kernel headers if missing (root).")
+def doctor(do_fix: bool) -> int:
+    """Report what the running kernel offers and which hooks `monitor` will use.
+
+    \b
+    Examples:
+      busted doctor
+      sudo busted doctor --fix
+    """
+    found = features.probe()
+    if do_fix:
+        for line in fix(found):
+            click.echo(f"fix: {line}")
+        found = features.probe()
+    click.echo(f"kernel {os.uname().release}")
+    for check in found.checks:
+        mark = "ok  " if check.ok else "MISS"
+        line = f"  [{mark}] {check.name:<32} {check.detail}"
+        if not check.ok and check.fix:
+            line += f"\n         -> {check.fix}"
+        click.echo(line)
+    click.echo("OpenSSL that monitor will probe now:")
+    for path in sorted(libssl.discover()):
+        click.echo(f"  {path}")
+        for site in libssl.plan(path):
+            if not site.ret:
+                where = f"{site.sym}+{site.offset:#x}" if site.offset else site.sym
+                click.echo(f"    {site.fn:<20} at {where}" + (f"  ({site.why})" if site.why else ""))
+    click.echo("hooks monitor will use:")
+    for hook in features.hooks_plan(found):
+        click.echo(f"  - {hook}")
+    essential = ("root", "tracefs", "headers", "uprobes", "tracepoints")
+    missing = [name for name in essential if not found.ok(name)]
+    if missing:
+        click.echo(f"monitor cannot capture yet: missing {', '.join(missing)}", err=True)
+        return 1
+    return 0
