@@ -48,6 +48,10 @@ MAX_ROWS = 80  # the row pool: enough for a tall window
 DETAIL_WIDTH = 350
 SLOW_VIEWS_INTERVAL_S = 1.0  # providers / processes tables and drop-down choices
 ALL = "All"
+# Dear PyGui 2.x maps mvKey_Prior / mvKey_Next to stale codes (266/267) whose handlers
+# fire on every frame; these are Dear ImGui's own PageUp / PageDown key numbers.
+KEY_PAGE_UP = 517
+KEY_PAGE_DOWN = 518
 
 # Column weights of the events table (stretch: they share the width in these ratios).
 _WEIGHTS = (0.66, 1.1, 0.95, 1.4, 1.4, 1.08, 0.64, 0.55, 1.15, 0.68)
@@ -361,8 +365,8 @@ class Dashboard:
             dpg.mvKey_K: lambda: self.move_selection(-1),
             dpg.mvKey_Down: lambda: self.move_selection(1),
             dpg.mvKey_J: lambda: self.move_selection(1),
-            dpg.mvKey_Prior: lambda: self.scroll(-self.visible_rows),
-            dpg.mvKey_Next: lambda: self.scroll(self.visible_rows),
+            KEY_PAGE_UP: lambda: self.scroll(-self.visible_rows),
+            KEY_PAGE_DOWN: lambda: self.scroll(self.visible_rows),
             dpg.mvKey_Home: lambda: self.scroll_to(0),
             dpg.mvKey_End: lambda: self.set_follow(True),
             dpg.mvKey_F: self._on_f,
@@ -622,6 +626,8 @@ class Dashboard:
             paused = "   ·   PAUSED" if self.paused else ""
             dpg.set_value(self._ids["rate"], f"{human_count(rate)} events/s{paused}")
         where = "synthetic traffic, no daemon" if s.state == "demo" else s.endpoint
+        if s.daemon_stats and s.state not in PROBLEM_STATES:
+            where += "   ·   " + _daemon_summary(s.daemon_stats)
         dpg.set_value(self._ids["endpoint"], f"   {where}")
         problem = s.state in PROBLEM_STATES or s.state == STALE
         dpg.configure_item("banner", show=problem)
@@ -976,7 +982,15 @@ class Dashboard:
             self.toggle_pause(cmd == "pause")
         elif cmd == "select":
             view = self._view()
-            if view:
+            match = command.get("match") or {}
+            if match:
+                # The newest event whose fields have these values.
+                for uid in reversed(view):
+                    event = self._event(uid)
+                    if event and all(event.get(k) == v for k, v in match.items()):
+                        self.select_uid(uid)
+                        break
+            elif view:
                 self.select_uid(view[int(command.get("position", -1))])
         elif cmd == "tab":
             self.set_tab(command["name"])
@@ -989,6 +1003,22 @@ class Dashboard:
             self.quit_requested = True
         else:
             raise ValueError(f"unknown test command {cmd!r}")
+
+
+def _daemon_summary(stats: dict[str, Any]) -> str:
+    """ "5/5 workers · up 2 h 03 min · 1 restart" from the daemon's stats message."""
+    workers = stats.get("workers") or {}
+    running = sum(1 for w in workers.values() if isinstance(w, dict)
+                  and w.get("state") == "running")
+    restarts = sum(int(w.get("restarts") or 0) for w in workers.values() if isinstance(w, dict))
+    parts = [f"{running}/{len(workers)} workers"] if workers else []
+    uptime = float(stats.get("uptime_s") or 0)
+    if uptime:
+        hours, rest = divmod(int(uptime), 3600)
+        parts.append(f"up {hours} h {rest // 60:02d} min" if hours else f"up {rest // 60} min")
+    if restarts:
+        parts.append(f"{restarts} restart{'s' if restarts > 1 else ''}")
+    return "   ·   ".join(parts)
 
 
 def _count(n: int, color: theme.RGBA) -> None:

@@ -12,6 +12,7 @@ rate and looks to the dashboard exactly like the live stream (same inbox and sta
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 import time
@@ -490,11 +491,14 @@ class DemoSource:
         self._started = time.time()
 
     def start(self) -> None:
-        # A short history first, so the plot and the tables are not empty on open.
+        # Five minutes of history first, so the plot and the tables are not empty on
+        # open: a slow swell with a few bursts, like agents that work in waves.
         now = time.time()
-        for back in range(90, 0, -1):
-            wave = 0.6 + 0.4 * abs(((back // 20) % 2) - (back % 20) / 20)
-            batch = self._gen.events(max(1, int(self.rate * wave)), now - back)
+        for back in range(299, 0, -1):
+            wave = 0.45 + 0.35 * math.sin(back / 38.0) + 0.2 * math.sin(back / 7.0)
+            if back % 97 < 3:
+                wave += 1.2
+            batch = self._gen.events(max(1, int(self.rate * max(0.1, wave))), now - back)
             self.inbox.put(batch, now - back)
         self._thread.start()
 

@@ -7,6 +7,7 @@ renamed) and executes each JSON line appended to ``commands.jsonl`` once, in ord
     {"cmd": "filter", "provider": "OpenAI", "text": "", "pii_only": false, ...}
     {"cmd": "clear_filter"}   {"cmd": "pause"}   {"cmd": "resume"}
     {"cmd": "select", "position": -1}          (a row of the filtered view)
+    {"cmd": "select", "match": {"policy": "deny"}}   (the newest such event)
     {"cmd": "tab", "name": "providers"}        (events | providers | processes)
     {"cmd": "help", "show": true}
     {"cmd": "screenshot", "path": "/tmp/x.png"}

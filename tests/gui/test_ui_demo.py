@@ -112,3 +112,14 @@ def test_keyboard_shortcuts_reach_the_window(launch, display):
                   what="Up to select and stop following")
     press("End")
     wait_for(lambda: ui.state()["follow"], what="End to follow again")
+    press("Page_Up")
+    ui.wait_state(lambda s: not s["follow"], what="PgUp to scroll back")
+    press("End")
+    wait_for(lambda: ui.state()["follow"], what="End to follow again")
+    # The mouse wheel up over the table scrolls back and stops following.
+    state = ui.state()
+    x, y, w, h = state["table_rect"]
+    subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click",
+                    "--repeat", "3", "--delay", "60", "4"],
+                   env={"DISPLAY": display}, check=True, timeout=20)
+    ui.wait_state(lambda s: not s["follow"], what="the wheel to stop following")
