@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from busted.classifier import http2
 from busted.classifier.core import ConnContext, classify_message, classify_raw
 from busted.classifier.http1 import HttpMessage, RawChunk
 from busted.classifier.http1 import parse_one as _parse_http1
@@ -46,8 +47,6 @@ def classify(
 
 
 def _classify(data: bytes, direction: str, ctx: ConnContext) -> dict[str, Any]:
-    from busted.classifier import http2
-
     if http2.looks_like_http2(data, direction):
         messages = http2.parse_capture(data, direction)
         if messages:

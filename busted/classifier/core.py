@@ -75,15 +75,32 @@ class _Body:
         return {"pii_detected": bool(types), "pii_types": types}
 
 
-def _payload_text(msg: HttpMessage, masked_headers: list[tuple[str, str]], body: _Body) -> str:
+def _headers_out(msg: HttpMessage) -> tuple[dict[str, str], str]:
+    """(``http_headers`` for the event, the header part of ``tls_payload``), secrets masked."""
+    index = msg.header_index()
+    secret = redact.secret_names(index.keys())
+    shown = dict(index)
+    for name in secret:
+        shown[name] = redact.mask_header_value(name, index[name])
     if msg.kind == "request":
         target = redact.mask_text(msg.target) if "=" in msg.target else msg.target
         start = f"{msg.method} {target} {msg.version}"
     else:
         start = f"{msg.version} {msg.status} {msg.reason}".rstrip()
+    if msg.head_text:
+        head = msg.head_text
+        for name in secret:
+            joined = index[name]
+            if joined and joined in head:
+                head = head.replace(joined, shown[name])
+            else:  # repeated header: mask each occurrence
+                for raw_name, value in msg.headers:
+                    if value and raw_name.lower() == name:
+                        head = head.replace(value, redact.mask_header_value(name, value))
+        return shown, f"{start}\r\n{head}"
     lines = [start]
-    lines.extend(f"{name}: {value}" for name, value in masked_headers)
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.masked)[:MAX_PAYLOAD_TEXT]
+    lines.extend(f"{name}: {redact.mask_header_value(name, value)}" for name, value in msg.headers)
+    return shown, "\r\n".join(lines)
 
 
 def _mask_fields(fields: dict[str, Any]) -> None:
@@ -93,10 +110,10 @@ def _mask_fields(fields: dict[str, Any]) -> None:
             fields[key] = redact.mask_text(value)
 
 
-def _headers_hint(msg: HttpMessage) -> str | None:
-    if msg.header("anthropic-version") or msg.header("anthropic-beta"):
+def _headers_hint(h: dict[str, str]) -> str | None:
+    if "anthropic-version" in h or "anthropic-beta" in h:
         return "anthropic"
-    if msg.header("openai-organization") or msg.header("openai-project") or msg.header("x-stainless-lang"):
+    if "openai-organization" in h or "openai-project" in h or "x-stainless-lang" in h:
         return "openai"
     return None
 
@@ -115,21 +132,21 @@ def _split_target(target: str) -> tuple[str, str]:
 def classify_message(msg: HttpMessage, ctx: ConnContext | None = None) -> dict[str, Any]:
     """Fields of one HTTP message (request or response)."""
     ctx = ctx or ConnContext()
-    encoding = msg.header("content-encoding")
+    encoding = msg.header_index().get("content-encoding")
     body = _Body(decode_content(msg.body, encoding) if encoding else msg.body)
-    masked_headers = redact.mask_headers(msg.headers)
     judge = _request if msg.kind == "request" else _response
     fields = judge(msg, body, ctx)
     if body.secrets:
         _mask_fields(fields)
-    fields["http_headers"] = redact.headers_dict(masked_headers)
-    fields["tls_payload"] = _payload_text(msg, masked_headers, body)
+    fields["http_headers"], head = _headers_out(msg)
+    fields["tls_payload"] = (head + "\r\n\r\n" + body.masked)[:MAX_PAYLOAD_TEXT]
     return fields
 
 
 def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]:
+    h = msg.header_index()
     abs_host, path = _split_target(msg.target)
-    host_header = msg.header("host") or msg.header(":authority") or abs_host
+    host_header = h.get("host") or h.get(":authority") or abs_host
     host, host_port = providers.split_host(host_header)
     sni = ctx.sni.lower()
     # SNI names the server the TLS session was made with; trust it over a Host header.
@@ -138,19 +155,19 @@ def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]
     ctx.requests += 1
     body = body_.data
     ctx.host = name
-    ctype = (msg.header("content-type") or "").lower()
-    obj = parse_json(body) if body and ("json" in ctype or not ctype or body[:1] in b"{[") else None
+    ctype = (h.get("content-type") or "").lower()
+    obj = parse_json(body_.text) if body and ("json" in ctype or not ctype or body[:1] in b"{[") else None
     salvaged = None
     if obj is None and body and body.lstrip()[:1] == b"{":
         salvaged = llm.salvage(to_text(body[:MAX_SCAN]))  # cut short by capture limits
     fields: dict[str, Any] = {}
-    agent, version = sdk.detect(msg.header)
+    agent, version = sdk.detect(h.get)
     if agent:
         fields["agent_sdk"] = agent
         if version:
             fields["agent_sdk_version"] = version
 
-    mcp_headers = bool(msg.header("mcp-session-id") or msg.header("mcp-protocol-version"))
+    mcp_headers = "mcp-session-id" in h or "mcp-protocol-version" in h
     mcp_fields = mcp.request_fields(obj, mcp_headers) if obj is not None else None
     if mcp_fields is not None:
         ctx.mcp = True
@@ -166,7 +183,7 @@ def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]
     provider, confidence = (None, 0.0)
     if msg.method in ("POST", "GET", "PUT", "DELETE", "PATCH") or not msg.method:
         shape_obj = obj if obj is not None else salvaged
-        provider, confidence = providers.detect(name, port, path, shape_obj, _headers_hint(msg))
+        provider, confidence = providers.detect(name, port, path, shape_obj, _headers_hint(h))
         if (
             provider
             and msg.method != "POST"
@@ -190,7 +207,7 @@ def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]
         confidence -= 0.15  # a provider host, but a body we cannot read
     fields["classifier_confidence"] = round(confidence, 2)
     fields.update(llm.extract_request(obj if obj is not None else salvaged, path))
-    if "llm_stream" not in fields and "text/event-stream" in (msg.header("accept") or ""):
+    if "llm_stream" not in fields and "text/event-stream" in (h.get("accept") or ""):
         fields["llm_stream"] = True
     ctx.provider = provider
     ctx.endpoint = path

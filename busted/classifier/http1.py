@@ -41,17 +41,22 @@ class HttpMessage:
     truncated: bool = False  # body (or headers) cut: cap reached, framing broke, input ended
     wire_bytes: int = 0  # bytes this message occupied on the wire (as far as seen)
     stream_id: int = 0  # HTTP/2 stream (0 for HTTP/1.x)
+    head_text: str = ""  # the header lines as received (HTTP/1.x), for display
     _index: dict[str, str] | None = None
 
-    def header(self, name: str) -> str | None:
-        """Value of a header (case-insensitive); repeated headers are joined by ", "."""
+    def header_index(self) -> dict[str, str]:
+        """Headers by lower-case name; repeated headers are joined by ", "."""
         if self._index is None:
             index: dict[str, str] = {}
             for key, value in self.headers:
                 low = key.lower()
                 index[low] = f"{index[low]}, {value}" if low in index else value
             self._index = index
-        return self._index.get(name)
+        return self._index
+
+    def header(self, name: str) -> str | None:
+        """Value of a header by lower-case name."""
+        return self.header_index().get(name)
 
 
 @dataclass(slots=True)
@@ -76,7 +81,8 @@ def looks_like_http1(data: bytes | bytearray) -> bool:
 def _parse_head(block: bytes) -> HttpMessage | None:
     """Parse a start line and header lines (without the blank line)."""
     text = block.decode("latin-1")
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    crlf = "\r\n" in text
+    lines = text.split("\r\n") if crlf else text.split("\n")
     start = lines[0].rstrip("\r")
     parts = start.split(" ", 2)
     if start.startswith("HTTP/"):
@@ -91,18 +97,21 @@ def _parse_head(block: bytes) -> HttpMessage | None:
         msg = HttpMessage(kind="request", method=parts[0], target=parts[1])
         if len(parts) > 2:
             msg.version = parts[2]
-    headers = msg.headers
-    index: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name:
-            continue
-        name = name.strip()
-        value = value.strip()
-        headers.append((name, value))
-        low = name.lower()
-        index[low] = f"{index[low]}, {value}" if low in index else value
+    # Comprehensions: this runs for every message, and a plain loop costs twice as much.
+    parts = [line.partition(":") for line in lines[1:]]
+    headers = [(name, value.strip()) for name, colon, value in parts if colon and name]
+    msg.headers = headers
+    index = {name.lower(): value for name, value in headers}
+    if len(index) != len(headers):  # repeated header names: join their values
+        index = {}
+        for name, value in headers:
+            low = name.lower()
+            index[low] = f"{index[low]}, {value}" if low in index else value
     msg._index = index
+    cut = text.find("\n")
+    msg.head_text = text[cut + 1 :] if cut >= 0 else ""
+    if not crlf and msg.head_text:
+        msg.head_text = msg.head_text.replace("\n", "\r\n")
     return msg
 
 
@@ -360,6 +369,25 @@ def _body_mode(msg: HttpMessage) -> tuple[str, int]:
 
 def parse_one(data: bytes, max_body: int = 1024 * 1024) -> HttpMessage | RawChunk | None:
     """Parse the first message of a standalone capture, complete or not."""
+    if looks_like_http1(data):
+        # Fast path for the common case (whole head, body delimited by a length): no
+        # streaming buffers, one slice.
+        end = data.find(b"\r\n\r\n", 0, _MAX_HEADER_BYTES)
+        if end > 0:
+            msg = _parse_head(data[:end])
+            if msg is not None:
+                mode, length = _body_mode(msg)
+                if mode in ("", "length"):
+                    start = end + 4
+                    body = data[start : start + length] if mode else b""
+                    msg.truncated = len(body) < length
+                    msg.complete = not msg.truncated
+                    if len(body) > max_body:
+                        body = body[:max_body]
+                        msg.truncated = True
+                    msg.body = body
+                    msg.wire_bytes = start + len(body)
+                    return msg
     parser = Http1Parser(max_body)
     for item in parser.feed(data):
         return item

@@ -40,7 +40,7 @@ def _windows(mapped: bytes, needle: bytes, fill: int, pad: int) -> list[tuple[in
     return out
 
 
-def token_windows(data: bytes, pad: int = 16) -> list[tuple[int, int]]:
+def token_windows(data: bytes, pad: int = 24) -> list[tuple[int, int]]:
     """Windows around runs of >= 20 token characters (keys, JWTs, base64)."""
     return _windows(data.translate(_TOKEN_TABLE), _TOKEN_NEEDLE, 0x61, pad)
 

@@ -11,6 +11,7 @@ who reads the log.
 from __future__ import annotations
 
 import re
+from collections.abc import KeysView
 
 from busted.classifier import locate
 
@@ -62,7 +63,6 @@ _KEY_JSON = re.compile(
     rb"(\"(?:api[_-]?key|apiKey|access[_-]?token|secret|password|client_secret|authorization)\"\s*:\s*\")[^\"]+",
     re.I,
 )
-_KEY_WORDS = (b"key=", b"token=", b"secret", b"password", b'key"', b'token"', b'authorization"')
 _PRIVATE_KEY_BODY = re.compile(
     rb"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----).*?(-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
     re.S,
@@ -79,22 +79,31 @@ def _keep_prefix(match: re.Match[bytes]) -> bytes:
     return token[: 4 if len(token) < 40 else 7] + b"***"
 
 
-_secret_names: dict[str, bool] = {}  # header names repeat: decide each once
+_checked: set[str] = set()  # header names (lower case) already judged
+_secret: set[str] = set()  # ... and the ones among them that carry credentials
 
 
-def _is_secret_header(name: str) -> bool:
-    known = _secret_names.get(name)
-    if known is None:
-        low = name.lower()
-        known = low in SECRET_HEADERS or (_SECRET_NAME.search(low) is not None and "ratelimit" not in low)
-        if len(_secret_names) < 4096:
-            _secret_names[name] = known
-    return known
+def is_secret_header(name: str) -> bool:
+    """Does this header (lower-case name) carry a credential?"""
+    return name in secret_names({name})
+
+
+def secret_names(names: set[str] | KeysView[str]) -> set[str]:
+    """The credential headers among these lower-case names (set operations: this runs
+    for every message)."""
+    new = names - _checked
+    if new:
+        for name in new:
+            if name in SECRET_HEADERS or (_SECRET_NAME.search(name) is not None and "ratelimit" not in name):
+                _secret.add(name)
+        if len(_checked) < 8192:  # names are few in practice; never grow without bound
+            _checked.update(new)
+    return names & _secret
 
 
 def mask_header_value(name: str, value: str) -> str:
     """The value to show for a header: credentials are replaced, the scheme kept."""
-    if not _is_secret_header(name):
+    if not is_secret_header(name.lower()):
         return value
     scheme, sep, _ = value.partition(" ")
     if sep and scheme.lower() in ("bearer", "basic", "token", "digest", "aws4-hmac-sha256"):
@@ -102,37 +111,47 @@ def mask_header_value(name: str, value: str) -> str:
     return MASK
 
 
+def _mask_piece(piece: bytes) -> bytes:
+    piece = _TOKEN.sub(_keep_prefix, piece)
+    if b"=" in piece:
+        piece = _KEY_PARAM.sub(lambda m: m.group(1) + b"***", piece)
+    if b'"' in piece:
+        piece = _KEY_JSON.sub(lambda m: m.group(1) + b"***", piece)
+    return piece
+
+
 def mask_bytes(data: bytes, tokens: list[tuple[int, int]] | None = None) -> tuple[bytes, bool]:
     """Replace key-looking tokens and key=value secrets; (masked, anything changed).
 
-    ``tokens`` are the :func:`locate.token_windows` of ``data`` if already known.
+    Short inputs (a URL, a header, a prompt field) are scanned whole. In long ones
+    (bodies) only the windows around runs of 20+ token characters are looked at
+    (``tokens``, from :func:`locate.token_windows`, computed here if not given): a
+    regular expression over a whole body would cost more than the rest of the
+    classification. So a short password in a long body stays visible; keys do not.
     """
     if not data:
         return data, False
-    changed = False
-    if tokens is None:
-        tokens = locate.token_windows(data)
-    if tokens:
-        pieces = []
-        last = 0
-        for start, end in tokens:
-            pieces.append(data[last:start])
-            pieces.append(_TOKEN.sub(_keep_prefix, data[start:end]))
-            last = end
-        pieces.append(data[last:])
-        masked = b"".join(pieces)
-        changed = masked != data
-        data = masked
-    lowered = data.lower()
-    if any(word in lowered for word in _KEY_WORDS):
-        masked = _KEY_PARAM.sub(lambda m: m.group(1) + b"***", data)
-        masked = _KEY_JSON.sub(lambda m: m.group(1) + b"***", masked)
-        changed = changed or masked != data
-        data = masked
-    if b"PRIVATE KEY-----" in data:
-        data = _PRIVATE_KEY_BODY.sub(lambda m: m.group(1) + b"***" + m.group(2), data)
+    if len(data) <= 512:
+        masked = _mask_piece(data)
+    else:
+        if tokens is None:
+            tokens = locate.token_windows(data)
+        if not tokens:
+            masked = data
+        else:
+            pieces = []
+            last = 0
+            for start, end in tokens:
+                pieces.append(data[last:start])
+                pieces.append(_mask_piece(data[start:end]))
+                last = end
+            pieces.append(data[last:])
+            masked = b"".join(pieces)
+    changed = masked != data
+    if b"PRIVATE KEY-----" in masked:
+        masked = _PRIVATE_KEY_BODY.sub(lambda m: m.group(1) + b"***" + m.group(2), masked)
         changed = True
-    return data, changed
+    return masked, changed
 
 
 def mask_text(text: str) -> str:

@@ -84,8 +84,25 @@ def _framework(values: str) -> tuple[str, str | None] | None:
     return None
 
 
+_HEADERS = (
+    "user-agent", "x-goog-api-client", "x-fern-sdk-name", "x-stainless-helper", "x-stainless-lang",
+    "x-stainless-package-version", "x-fern-language", "x-fern-sdk-version",
+)  # fmt: skip
+_cache: dict[tuple[str | None, ...], tuple[str | None, str | None]] = {}
+
+
 def detect(header: Callable[[str], str | None]) -> tuple[str | None, str | None]:
     """(agent_sdk, agent_sdk_version) from a message's headers (look-up function)."""
+    key = tuple(header(name) for name in _HEADERS)
+    found = _cache.get(key)
+    if found is None:
+        found = _detect(dict(zip(_HEADERS, key, strict=True)).get)
+        if len(_cache) < 4096:  # the same few clients call again and again
+            _cache[key] = found
+    return found
+
+
+def _detect(header: Callable[[str], str | None]) -> tuple[str | None, str | None]:
     ua = header("user-agent") or ""
     goog = header("x-goog-api-client") or ""
     fern = header("x-fern-sdk-name")
