@@ -193,8 +193,9 @@ def test_httpx(monitor, tls_server, clients, body_dir, loopback_addr):
 
 def test_request_larger_than_one_copy_chunk_arrives_whole(monitor, tls_server, clients, body_dir,
                                                           loopback_addr):
-    # 40 KiB in one SSL_write_ex, above the default --max-copy chunk of 16 KiB: the kernel
-    # sends it in several records, capture must deliver it as one.
+    # 40 KiB in one SSL_write_ex, above the 16 KiB ring-record chunk (the session monitor
+    # copies up to 64 KiB per call): the kernel sends it in several records, capture must
+    # deliver it as one.
     prompt = _marker("big") + " " + "".join(f"{i:06d} " for i in range(40 * 1024 // 7))
     body = _chat_body(prompt)
     assert len(body) > 40 * 1024
@@ -222,8 +223,15 @@ def test_request_in_several_writes_arrives_whole(monitor, tls_server, clients, b
 
 # --- processes the monitor did not know at start-up ------------------------------------
 
+# ``delay``: 0 = the request leaves as soon as the process can send it (a CLI); 3 = the
+# process lives a while before its first request (an agent). Failing only at 0 means
+# the monitor attaches to new processes, but too late for short-lived ones.
+NEW_PROCESS_DELAYS = pytest.mark.parametrize("delay", [0.0, 3.0], ids=["at-once", "after-3s"])
+
+
+@NEW_PROCESS_DELAYS
 def test_libssl_copy_loaded_by_a_new_process(monitor, tls_server, clients, body_dir,
-                                             loopback_addr, harness_dir):
+                                             loopback_addr, harness_dir, delay):
     """A process started after `ready` that loads its own copy of libssl from elsewhere."""
     system = Path("/usr/lib/x86_64-linux-gnu")
     private = harness_dir / f"libssl-copy-{uuid.uuid4().hex[:6]}"
@@ -233,19 +241,19 @@ def test_libssl_copy_loaded_by_a_new_process(monitor, tls_server, clients, body_
             pytest.fail(f"{system / name} is missing: apt-get install -y libssl3")
         shutil.copy2(system / name, private / name)
     prompt = _marker("libssl-copy prompt")
-    client = clients.raw(OPENAI_CHAT, _chat_body(prompt), body_dir=body_dir,
+    client = clients.raw(OPENAI_CHAT, _chat_body(prompt), body_dir=body_dir, delay=delay,
                          headers=("Content-Type: application/json",),
                          env={"LD_LIBRARY_PATH": str(private)})
-    maps_hint = f"(client loaded libssl from {private})"
     answer = tls_server.wait_for_request(lambda r: prompt.encode() in r.body).answer
     try:
         check_conversation(monitor, client, prompt, answer, OPENAI_HOST, loopback_addr)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{maps_hint}") from None
+        raise AssertionError(f"{exc}\n(the client loaded libssl from {private})") from None
 
 
+@NEW_PROCESS_DELAYS
 def test_new_executable_with_embedded_openssl(monitor, tls_server, clients, body_dir,
-                                              loopback_addr, harness_dir):
+                                              loopback_addr, harness_dir, delay):
     """An executable carrying OpenSSL itself, which did not exist when the monitor started."""
     node = shutil.which("node")
     if node is None:
@@ -253,10 +261,8 @@ def test_new_executable_with_embedded_openssl(monitor, tls_server, clients, body
     fresh = harness_dir / f"node-{uuid.uuid4().hex[:6]}"
     shutil.copy2(node, fresh)
     prompt = _marker("fresh-node prompt")
-    body = _chat_body(prompt)
-    client = clients.run([str(fresh), str(Path(__file__).parent / "harness/client_scripts/node_client.js"),
-                          OPENAI_CHAT, "--body-file", str(_write(body_dir, body)),
-                          "--header", "Content-Type: application/json"])
+    client = clients.node(OPENAI_CHAT, _chat_body(prompt), body_dir=body_dir, delay=delay,
+                          executable=str(fresh), headers=("Content-Type: application/json",))
     answer = tls_server.wait_for_request(lambda r: prompt.encode() in r.body).answer
     check_conversation(monitor, client, prompt, answer, OPENAI_HOST, loopback_addr)
 
@@ -327,9 +333,3 @@ def test_api_key_is_never_printed(monitor):
 
 def event_type_of(event: Event) -> str:
     return str(event.get("event_type", ""))
-
-
-def _write(directory: Path, body: bytes) -> Path:
-    path = directory / f"body-{uuid.uuid4().hex[:8]}.bin"
-    path.write_bytes(body)
-    return path

@@ -82,8 +82,8 @@ class Clients:
         return self.run([self.python, str(PYCLIENT), *args], **kwargs)
 
     def raw(self, url: str, body: bytes = b"", split: int = 1, headers: tuple[str, ...] = (),
-            body_dir: Path | None = None, **kwargs) -> ClientResult:
-        args = [url, "--split", str(split), *_header_args(headers)]
+            body_dir: Path | None = None, delay: float = 0.0, **kwargs) -> ClientResult:
+        args = [url, "--split", str(split), "--delay", str(delay), *_header_args(headers)]
         if body:
             args += ["--body-file", str(_body_file(body, body_dir))]
         return self.py("raw", *args, **kwargs)
@@ -134,11 +134,13 @@ class Clients:
 
     # --- node (OpenSSL embedded in the executable) -------------------------------------
     def node(self, url: str, body: bytes = b"", pieces: int = 1, headers: tuple[str, ...] = (),
-             body_dir: Path | None = None, **kwargs) -> ClientResult:
-        node = shutil.which("node") or shutil.which("nodejs")
+             body_dir: Path | None = None, delay: float = 0.0, executable: str | None = None,
+             **kwargs) -> ClientResult:
+        node = executable or shutil.which("node") or shutil.which("nodejs")
         if node is None:
             raise AssertionError("node is missing: install nodejs (deploy/setup-host.sh)")
-        args = [url, "--pieces", str(pieces), *_header_args(headers)]
+        args = [url, "--pieces", str(pieces), "--delay-ms", str(int(delay * 1000)),
+                *_header_args(headers)]
         if body:
             args += ["--body-file", str(_body_file(body, body_dir))]
         return self.run([node, str(NODE_CLIENT), *args], **kwargs)

@@ -4,7 +4,7 @@ Runs inside the client namespace (see ../namespace.py) with the test CA trusted 
 the environment. Prints one JSON line at the end: its own pid and comm (what the monitor
 must report) plus what it got back. Exit status 0 only when the exchange succeeded.
 
-    pyclient.py raw URL [--body-file F] [--split N] [--header 'K: V']   (Python ssl)
+    pyclient.py raw URL [--body-file F] [--split N] [--delay S] [--header 'K: V']  (Python ssl)
     pyclient.py httpx URL [--body-file F] [--header 'K: V']
     pyclient.py openai --model M --prompt P [--stream]
     pyclient.py anthropic --model M --prompt P [--stream]
@@ -85,6 +85,9 @@ def _connect(url: str) -> ssl.SSLSocket:
 
 
 def cmd_raw(args) -> int:
+    import time
+
+    time.sleep(args.delay)  # a long-lived process: its first request comes later
     body = Path(args.body_file).read_bytes() if args.body_file else b""
     data = _request_bytes(args.url, args.method or ("POST" if body else "GET"), body, args.header)
     with _connect(args.url) as sock:
@@ -195,6 +198,7 @@ def main() -> int:
         p.add_argument("--body-file")
         p.add_argument("--method")
         p.add_argument("--split", type=int, default=1)
+        p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before connecting")
         p.add_argument("--header", action="append", default=[])
     for name in ("openai", "anthropic"):
         p = sub.add_parser(name)
