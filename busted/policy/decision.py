@@ -1,0 +1,159 @@
+"""From an event to a decision: the input document, precedence, errors.
+
+The input document is the event with every schema field present
+(:func:`busted.schema.complete`), minus the raw ``payload`` bytes (``tls_payload`` is
+the same plaintext as text). The compiled policy set returns every value its
+``decision`` rules produced and the ``reasons`` set; here the values become one
+decision with deny > audit > allow, whatever the order of files and rules. Undefined
+(no rule matched) is allow. An evaluation error, or a decision value that is none of
+the three, never raises: the result carries ``error`` and the configured default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from busted.policy.engine import CompiledPolicy, EvaluationError
+from busted.policy.loader import PolicySet
+from busted.schema import DECISIONS, FIELD_DEFAULTS, complete
+
+# Higher wins.
+PRECEDENCE = {"allow": 0, "audit": 1, "deny": 2}
+ERROR_DEFAULTS = ("allow", "deny")
+
+
+@dataclass
+class Decision:
+    """The outcome for one input."""
+
+    decision: str  # allow / audit / deny
+    reasons: list[str] = field(default_factory=list)
+    error: str = ""  # why the decision is the error default, "" if evaluated cleanly
+    values: list[str] = field(default_factory=list)  # every decision value the rules produced
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "error": self.error,
+            "values": self.values,
+        }
+
+
+_ABSENT = object()
+
+
+def input_document(event: dict[str, Any], fields: Iterable[str] | None = None) -> str:
+    """The JSON text policies see as ``input`` for this event.
+
+    ``fields`` (from :attr:`busted.policy.loader.PolicySet.input_fields`) limits the
+    document to the fields the policies read; each still reads as its schema default
+    when the event lacks it, exactly as in the complete document.
+    """
+    if fields is None:
+        doc = complete(event)
+        doc.pop("payload", None)
+    else:
+        doc = {}
+        get = event.get
+        for name in fields:
+            value = get(name)
+            if value is None:
+                value = FIELD_DEFAULTS.get(name, _ABSENT)
+                if value is _ABSENT:
+                    continue  # not a schema field and not in this event: undefined
+            doc[name] = value
+        doc.pop("payload", None)  # the raw bytes are never policy input
+    return orjson.dumps(doc, default=_jsonable).decode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+
+def combine(result: Any, on_error: str = "allow") -> Decision:
+    """Turn the policy set's result document into a :class:`Decision`."""
+    if not isinstance(result, dict):
+        return Decision("allow")  # nothing defined at all
+    values = [v for v in _as_list(result.get("decisions")) if v is not None]
+    reasons = sorted({
+        _reason_text(r)
+        for key in ("reasons", "deny", "audit")
+        for r in _as_list(result.get(key))
+    })
+    known = [v for v in values if isinstance(v, str) and v in PRECEDENCE]
+    unknown = [v for v in values if not (isinstance(v, str) and v in PRECEDENCE)]
+    error = ""
+    if unknown:
+        shown = ", ".join(sorted(json.dumps(v) for v in unknown))
+        error = f"decision has unexpected value(s) {shown}; expected one of {', '.join(DECISIONS)}"
+    if known:
+        decision = max(known, key=PRECEDENCE.__getitem__)
+    elif unknown:
+        decision = on_error
+    else:
+        decision = "allow"
+    return Decision(decision, reasons, error, sorted(set(map(str, values))))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):  # `deny if ...` gives no reason
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def _reason_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+class Decider:
+    """Evaluates inputs against one compiled policy set; never raises for an input."""
+
+    def __init__(
+        self,
+        policy: CompiledPolicy,
+        on_error: str = "allow",
+        input_fields: frozenset[str] | None = None,
+    ) -> None:
+        if on_error not in ERROR_DEFAULTS:
+            raise ValueError(f"on_error must be one of {ERROR_DEFAULTS}, not {on_error!r}")
+        self.policy = policy
+        self.on_error = on_error
+        self.input_fields = None if input_fields is None else tuple(sorted(input_fields))
+
+    def decide_json(self, input_json: str) -> Decision:
+        try:
+            result = self.policy.evaluate(input_json)
+        except EvaluationError as exc:
+            return Decision(self.on_error, [], str(exc))
+        return combine(result, self.on_error)
+
+    def decide(self, event: dict[str, Any]) -> Decision:
+        try:
+            document = input_document(event, self.input_fields)
+        except (TypeError, ValueError) as exc:  # an event our encoder cannot represent
+            return Decision(self.on_error, [], f"input not representable as JSON: {exc}")
+        return self.decide_json(document)
+
+
+def build_decider(policy_set: PolicySet, on_error: str = "allow", *, prefer_vm: bool = True) -> Decider:
+    """Compile a policy set in the calling thread and check its VM on the sample events."""
+    from busted.policy.samples import shipped_events
+
+    policy = policy_set.compile(prefer_vm=prefer_vm)
+    decider = Decider(policy, on_error, policy_set.input_fields)
+    if policy.uses_vm:
+        policy.verify_vm([input_document(e, decider.input_fields) for e in shipped_events()])
+    return decider
