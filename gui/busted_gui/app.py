@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sys
 import time
 from collections import deque
 from typing import Any, Protocol
@@ -992,6 +993,10 @@ class Dashboard:
                         break
             elif view:
                 self.select_uid(view[int(command.get("position", -1))])
+            if command.get("reveal") and self.selected is not None:
+                pos = bisect.bisect_left(view, self.selected)
+                if not self.top <= pos < self.top + self.visible_rows:
+                    self.scroll_to(pos - self.visible_rows // 2)
         elif cmd == "tab":
             self.set_tab(command["name"])
         elif cmd == "help":
@@ -1054,6 +1059,9 @@ def run(
     on_frame=None,
 ) -> Dashboard:
     """Open the window and run until it is closed (or ``duration_s`` passed)."""
+    # The stream thread decodes batches while this thread renders; a shorter switch
+    # interval than CPython's 5 ms gets the render loop the interpreter back sooner.
+    sys.setswitchinterval(0.001)
     hooks = TestHooks.from_env()
     dashboard = Dashboard(source, max_events=max_events, title=title, hooks=hooks)
     dpg.create_context()

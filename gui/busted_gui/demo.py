@@ -102,7 +102,7 @@ PROMPTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("Refactor this function to use asyncio.gather and keep the retry logic",
          "```python\nasync def fetch_all(urls):\n    return await asyncio.gather(*(fetch(u) "
          "for u in urls))\n```", ()),
-        ("Why does this test fail? AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ("Why does this test fail? AWS_SECRET_ACCESS_KEY=wJal*** (from .env.test)",
          "The test reads the key from the environment, but the fixture overrides...",
          ("aws_key",)),
         ("Write a regex that validates IBANs", "Here's a pattern that checks the country "

@@ -35,6 +35,26 @@ _KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za
 TEXT_LIMIT = 4000  # characters of a prompt shown (the panel is not a pager)
 
 
+# NAME=value assignments whose name says secret (env dumps pasted into prompts).
+_ASSIGNED = re.compile(
+    r"(?i)\b([A-Z0-9_]*(?:SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY)[A-Z0-9_]*"
+    r"\s*[=:]\s*[\"']?)([^\s\"'*]{4})[^\s\"']+"
+)
+
+try:  # the daemon's own masking of key-looking tokens, when this package sits beside it
+    from busted.classifier.redact import mask_text as _daemon_mask_text
+except ImportError:  # pragma: no cover - the dashboard installed on its own
+    _daemon_mask_text = None
+
+
+def mask_text(text: str) -> str:
+    """Mask secrets in free text (prompts, responses) once more before showing it."""
+    if _daemon_mask_text is not None:
+        text = _daemon_mask_text(text)
+    text = _KEYLIKE.sub(lambda m: mask_value(m.group(0)), text)
+    return _ASSIGNED.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+
+
 def mask_value(value: str) -> str:
     """Keep a recognisable prefix of a secret, hide the rest."""
     if _ALREADY_MASKED.search(value):
@@ -106,7 +126,8 @@ def sections(event: Event) -> list[Section]:
         ("Response preview", "llm_response_preview"),
     ):
         if g(name):
-            out.append(Section(title, text=clip(str(g(name))), mono=name != "llm_system_prompt"))
+            text = clip(mask_text(str(g(name))))
+            out.append(Section(title, text=text, mono=name != "llm_system_prompt"))
 
     llm = Section("Request")
     for label, value in (

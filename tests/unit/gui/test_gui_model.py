@@ -176,3 +176,15 @@ def test_demo_traffic_has_everything_the_dashboard_shows():
         for name, value in (e.get("http_headers") or {}).items():
             if name in ("authorization", "x-api-key", "api-key", "x-goog-api-key"):
                 assert "*" in value, (name, value)
+
+
+def test_the_dashboard_never_imports_bcc():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, busted.commands.ui, busted_gui.model, busted_gui.stream, "
+        "busted_gui.detail, busted_gui.demo, busted_gui.hooks; "
+        "assert 'bcc' not in sys.modules; assert 'dearpygui' not in sys.modules, 'lazy'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -215,6 +215,11 @@ def test_detail_masks_secrets_even_if_the_daemon_did_not():
     assert "api03-abcdefgh" not in text
     assert "sk-abcdefghijklmnopqrstu" not in text
     assert ("content-type", "application/json") in headers
+    prompt = sections({"llm_user_message": "fix it: AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG"
+                                           " and sk-proj-abcdefghijklmnopqrstuvwx please"})
+    text = next(s.text for s in prompt if s.title == "User message")
+    assert "K7MDENG" not in text and "abcdefghijklmnop" not in text
+    assert text.startswith("fix it: AWS_SECRET_ACCESS_KEY=wJal") and text.endswith("please")
     names = [s.title for s in sections({
         "policy": "deny", "policy_reasons": ["pii: ssn"], "mcp_method": "tools/call",
         "mcp_tool": "run_shell", "llm_system_prompt": "You are", "llm_user_message": "hi",
