@@ -29,7 +29,7 @@ def context_for(sni: str | None = None, dst: str | None = None) -> ConnContext:
     ctx = ConnContext(sni=(sni or "").strip().lower())
     if dst:
         ip, sep, port = dst.rpartition(":")
-        if sep and port.isdigit():
+        if sep and port.isascii() and port.isdigit():
             ctx.dst_ip, ctx.dst_port = ip.strip("[]"), int(port)
         else:
             ctx.dst_ip = dst

@@ -292,7 +292,7 @@ def _bedrock_usage(msg: HttpMessage, fields: dict[str, Any]) -> None:
         ("x-amzn-bedrock-output-token-count", "llm_output_tokens"),
     ):
         value = msg.header(header)
-        if value and value.isdigit() and key not in fields:
+        if value and value.isascii() and value.isdigit() and key not in fields:
             fields[key] = int(value)
 
 

@@ -87,7 +87,7 @@ def _parse_head(block: bytes) -> HttpMessage | None:
     parts = start.split(" ", 2)
     if start.startswith("HTTP/"):
         msg = HttpMessage(kind="response", version=parts[0])
-        if len(parts) > 1 and parts[1].isdigit():
+        if len(parts) > 1 and parts[1].isascii() and parts[1].isdigit():
             msg.status = int(parts[1])
         if len(parts) > 2:
             msg.reason = parts[2]

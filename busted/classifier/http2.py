@@ -208,7 +208,9 @@ class H2Parser:
         kind = "response" if ":status" in pseudo else "request" if ":method" in pseudo else self.default_kind
         if kind == "response":
             status = pseudo.get(":status", "0")
-            msg = HttpMessage(kind="response", status=int(status) if status.isdigit() else 0)
+            msg = HttpMessage(
+                kind="response", status=int(status) if status.isascii() and status.isdigit() else 0
+            )
         else:
             msg = HttpMessage(
                 kind="request", method=pseudo.get(":method", ""), target=pseudo.get(":path", "")

@@ -407,8 +407,9 @@ class ResponseAccumulator:
         output = obj.get("output")
         if isinstance(output, dict) and isinstance(output.get("message"), dict) or "stopReason" in obj:
             self.shape = self.shape or "bedrock"
-            if isinstance(output, dict):
-                self.text(content_text(output["message"].get("content")))
+            message = output.get("message") if isinstance(output, dict) else None
+            if isinstance(message, dict):
+                self.text(content_text(message.get("content")))
             usage = obj.get("usage")
             if isinstance(usage, dict):
                 self.tokens(usage.get("inputTokens"), usage.get("outputTokens"))

@@ -82,12 +82,12 @@ def split_host(value: str | None) -> tuple[str, int]:
         end = host.find("]")
         rest = host[end + 1 :]
         host = host[1:end] if end > 0 else host
-        if rest.startswith(":") and rest[1:].isdigit():
+        if rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit():
             port = int(rest[1:])
         return host, port
     if host.count(":") == 1:
         name, _, p = host.partition(":")
-        if p.isdigit():
+        if p.isascii() and p.isdigit():
             return name, int(p)
         return name, 0
     return host.rstrip("."), port

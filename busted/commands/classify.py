@@ -58,7 +58,7 @@ def classify(direction: str, sni: str | None, dst: str | None, files: tuple[str,
 
 def _check_dst(dst: str) -> None:
     ip, sep, port = dst.rpartition(":")
-    if not sep or not ip or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not ip or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise UsageError(f"--dst {dst!r} is not IP:PORT", "For example: --dst 127.0.0.1:11434")
 
 
