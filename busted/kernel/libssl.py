@@ -125,12 +125,30 @@ def _parse(path: str, data: mmap.mmap, want: set[str] | None) -> ElfSymbols:
     return ElfSymbols(path, e_type == 2, symbols, tuple(segments))
 
 
+_VERDICTS: dict[tuple[int, int, int, int], bool] = {}  # (dev, ino, size, mtime) -> has it
+
+
 def has_openssl(path: str | os.PathLike) -> bool:
-    """True if the ELF file defines OpenSSL's ``SSL_write_ex`` itself."""
+    """True if the ELF file defines OpenSSL's ``SSL_write_ex`` itself.
+
+    Cached per file identity: every exec on the host asks this about its program.
+    """
     try:
-        return MARKER_SYMBOL in read_symbols(path, (MARKER_SYMBOL,)).symbols
-    except (ElfError, OSError, struct.error, IndexError):
+        st = os.stat(path)
+    except OSError:
         return False
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _VERDICTS.get(key)
+    if cached is not None:
+        return cached
+    try:
+        found = MARKER_SYMBOL in read_symbols(path, (MARKER_SYMBOL,)).symbols
+    except (ElfError, OSError, struct.error, IndexError):
+        found = False
+    if len(_VERDICTS) > 4096:
+        _VERDICTS.clear()
+    _VERDICTS[key] = found
+    return found
 
 
 # --- probe plan ------------------------------------------------------------------------

@@ -241,6 +241,9 @@ class KernelSource:
             ours.add(parent)
             ours |= _children(parent, self.proc)
         table = self._bpf[b"ignored_pids"]
+        for key in list(table.keys()):
+            if key.value not in ours:  # a restarted worker's old pid
+                del table[key]
         for pid in ours:
             table[ct.c_uint32(pid)] = ct.c_uint8(1)
 
