@@ -36,6 +36,9 @@ MAX_PLAIN_PORTS = 8
 # mapped by the dynamic loader after exec, dlopen'd ones later still.
 RESCAN_AFTER_S = (0.05, 0.5, 2.0)
 IGNORE_REFRESH_S = 5.0
+# A full /proc sweep (~40 ms with the per-file cache) catches libraries dlopen'd long
+# after exec; the exec-time rescans catch everything else within 2 s.
+FULL_RESCAN_S = 30.0
 
 
 def _pow2_at_least(n: int) -> int:
@@ -99,6 +102,7 @@ class KernelSource:
         self._probed: dict[tuple[int, int], str] = {}  # file inode -> path
         self._rescans: list[tuple[float, int]] = []  # (due monotonic, pid)
         self._next_ignore_refresh = 0.0
+        self._next_full_rescan = 0.0
         self.probe_count = 0
         self.attach_errors: list[str] = []
         self._counters = {"records": 0, "events": 0, "exec_seen": 0}
@@ -160,6 +164,7 @@ class KernelSource:
         targets = libssl.discover(self.proc)
         for path in sorted(targets):
             self._probe_file(path)
+        self._next_full_rescan = time.monotonic() + FULL_RESCAN_S
         if not self._probed:
             log.warning("no OpenSSL found on this host: TLS plaintext will not be captured")
         self._bpf[b"events"].open_ring_buffer(self._on_record)
@@ -217,9 +222,14 @@ class KernelSource:
         self._out.extend(self.tracker.feed(raw))
 
     def _rescan_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_full_rescan:
+            self._next_full_rescan = now + FULL_RESCAN_S
+            for path in libssl.discover(self.proc):
+                if libssl.file_key(path) not in self._probed:
+                    self._probe_file(path)
         if not self._rescans:
             return
-        now = time.monotonic()
         due = [pid for t, pid in self._rescans if t <= now]
         if not due:
             return
