@@ -207,8 +207,15 @@ class CompiledPolicy:
             except BaseException as exc:
                 if _fatal(exc):
                     raise
-                # Not fatal: the interpreter runs everything the VM compiler does not.
-                self.vm_error = str(problem_from(exc, "<vm>", self.rename))
+                problem = problem_from(exc, "<vm>", self.rename)
+                if problem.file != "<vm>":
+                    # Located errors come from the compile pass the VM shares with Rego
+                    # itself (unknown function, unsafe variable): the policy is wrong,
+                    # and the interpreter would only find out on the event that hits it.
+                    raise PolicyLoadError([problem]) from None
+                # Unlocated ones are VM gaps ("Missing builtin function: print"): the
+                # interpreter runs those policies.
+                self.vm_error = str(problem)
                 log.debug("policy VM unavailable, using the interpreter: %s", self.vm_error)
 
     def _new_engine(self) -> Any:

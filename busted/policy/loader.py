@@ -103,6 +103,8 @@ class PolicySet:
     def rules(self, package: str = PACKAGE) -> list[str]:
         """Rule names of a package, generated ones left out, in a stable order."""
         names = {r for m in self.modules if m.package == package for r in m.rules}
+        if package == PACKAGE:
+            names.add(DECISION)  # the generated precedence rule always defines it
         return sorted(n for n in names if not n.startswith("__"))
 
     @property
@@ -138,9 +140,11 @@ def _precedence_module(policy_set: PolicySet) -> str:
         '__busted_decisions contains "deny" if __busted_any(__busted_deny)',
         '__busted_decisions contains "audit" if __busted_any(__busted_audit)',
         "",
+        # No rule matched means allow, inside Rego (tests) as in the event.
+        'default decision := "allow"',
+        "",
         'decision := "deny" if "deny" in __busted_decisions',
         'else := "audit" if "audit" in __busted_decisions',
-        'else := "allow" if "allow" in __busted_decisions',
         "",
         "default __busted_reasons := []",
         "",
