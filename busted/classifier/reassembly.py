@@ -76,11 +76,19 @@ class Reassembler:
         self._conns: OrderedDict[tuple[Any, Any], _Conn] = OrderedDict()
         self._total = 0  # bytes buffered over all connections (kept up to date per feed)
         self.verdicts: list[tuple[Any, Any]] = []  # (pid, conn_id) judged uninteresting
+        # Sequence number given to what we emit: that of the capture (or close) that
+        # completed it, so output sees numbers in order; the captures merged into it
+        # leave gaps that ``stats["merged"]`` accounts for.
+        self._seq: Any = None
 
     # --- input ----------------------------------------------------------------------
     def feed(self, event: Event, now: float) -> list[Event]:
         """Take one capture event (with ``payload``); return finished message events."""
         payload = _as_bytes(event.get("payload"))
+        self.stats["captures"] += 1
+        self.stats["merged"] += 1  # taken back by each event emitted
+        if event.get("seq") is not None:
+            self._seq = event["seq"]
         direction = (
             "read"
             if event.get("direction") == "read" or "READ" in str(event.get("event_type", ""))
@@ -125,8 +133,10 @@ class Reassembler:
             self._evict(out)
         return out
 
-    def close(self, pid: Any, conn_id: Any) -> list[Event]:
+    def close(self, pid: Any, conn_id: Any, seq: Any = None) -> list[Event]:
         """The connection closed: emit what it still holds and forget it."""
+        if seq is not None:
+            self._seq = seq
         conn = self._conns.pop((pid, conn_id), None)
         out: list[Event] = []
         if conn is not None:
@@ -232,6 +242,9 @@ class Reassembler:
         event = {k: v for k, v in template.items() if k != "payload"}
         event.update(fields)
         event["bytes"] = size
+        if self._seq is not None:
+            event["seq"] = self._seq
+        self.stats["merged"] -= 1
         if truncated or side.truncated:
             event["truncated"] = True
         return event

@@ -31,6 +31,11 @@ class ClassifyStage(Stage):
             stats=self.stats,
         )
 
+    def wants(self, frame: bytes) -> bool:
+        # msgpack writes the key "payload" as b"\xa7payload" ("tls_payload" has another
+        # prefix byte): a batch with no raw capture and no close is forwarded as it is.
+        return b"\xa7payload" in frame or b"TCP_CLOSE" in frame
+
     def process(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         now = self.now()
@@ -47,7 +52,7 @@ class ClassifyStage(Stage):
                 out.append(event)
             else:
                 if event.get("event_type") == "TCP_CLOSE":
-                    out.extend(reassembler.close(event.get("pid"), event.get("conn_id")))
+                    out.extend(reassembler.close(event.get("pid"), event.get("conn_id"), event.get("seq")))
                 out.append(event)
         self._send_verdicts()
         self._gauges()

@@ -155,3 +155,14 @@ def test_close_returns_leftovers() -> None:
     )
     (event,) = stage.close()
     assert event["content_class"] == "LLM_REQUEST"
+
+
+def test_wants_only_batches_with_captures_or_closes() -> None:
+    from busted import schema
+
+    stage, _ = make_stage()
+    assert stage.wants(schema.encode_batch([capture(b"GET / HTTP/1.1\r\n\r\n")]))
+    assert stage.wants(schema.encode_batch([{"event_type": "TCP_CLOSE", "pid": 1, "conn_id": 2}]))
+    assert not stage.wants(
+        schema.encode_batch([{"event_type": "DNS_QUERY", "tls_payload": "x", "content_class": "UNKNOWN"}])
+    )
