@@ -293,8 +293,8 @@ class Dashboard:
 
     def _build_table(self) -> None:
         with dpg.table(
-            tag="events_table", header_row=True, row_background=True, borders_innerV=False,
-            borders_outerH=False, borders_innerH=False, policy=dpg.mvTable_SizingStretchProp,
+            tag="events_table", header_row=True, row_background=False, borders_innerV=False,
+            borders_outerH=False, borders_innerH=True, policy=dpg.mvTable_SizingStretchProp,
             resizable=True, width=-20, no_host_extendX=True,
         ):
             _bind_font("events_table", self.fonts.table)

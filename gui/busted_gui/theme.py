@@ -128,8 +128,10 @@ def global_theme() -> int | str:
         c = dpg.add_theme_color
         s = dpg.add_theme_style
         cat = dpg.mvThemeCat_Core
+        # Panels are borders, not fills: under software GL (Xvfb, remote X) every
+        # large blended fill costs milliseconds a frame. Only the small cards are filled.
         c(dpg.mvThemeCol_WindowBg, BG, category=cat)
-        c(dpg.mvThemeCol_ChildBg, PANEL, category=cat)
+        c(dpg.mvThemeCol_ChildBg, (0, 0, 0, 0), category=cat)
         c(dpg.mvThemeCol_PopupBg, PANEL_2, category=cat)
         c(dpg.mvThemeCol_Border, BORDER, category=cat)
         c(dpg.mvThemeCol_Text, TEXT, category=cat)
@@ -148,9 +150,9 @@ def global_theme() -> int | str:
         c(dpg.mvThemeCol_TabActive, (44, 70, 110, 255), category=cat)
         c(dpg.mvThemeCol_TableHeaderBg, PANEL_2, category=cat)
         c(dpg.mvThemeCol_TableBorderStrong, BORDER, category=cat)
-        c(dpg.mvThemeCol_TableBorderLight, (36, 42, 52, 255), category=cat)
+        c(dpg.mvThemeCol_TableBorderLight, (32, 37, 46, 255), category=cat)
         c(dpg.mvThemeCol_TableRowBg, (0, 0, 0, 0), category=cat)
-        c(dpg.mvThemeCol_TableRowBgAlt, (255, 255, 255, 7), category=cat)
+        c(dpg.mvThemeCol_TableRowBgAlt, (0, 0, 0, 0), category=cat)
         c(dpg.mvThemeCol_CheckMark, ACCENT, category=cat)
         c(dpg.mvThemeCol_SliderGrab, (70, 82, 102, 255), category=cat)
         c(dpg.mvThemeCol_SliderGrabActive, ACCENT, category=cat)
