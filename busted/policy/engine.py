@@ -182,6 +182,7 @@ class CompiledPolicy:
         self.prefer_vm = prefer_vm and not any(m.rego_v0 for m in self.modules)
         self._data_json = json.dumps(data)
         self._thread = 0
+        self._parked: dict[int, tuple[Any, Any]] = {}  # other threads' engines
         self._engine: Any = None
         self._vm: Any = None
         self.vm_error = ""  # why the VM path is not used, if it is not
@@ -238,7 +239,16 @@ class CompiledPolicy:
         return self._vm is not None
 
     def _ensure_thread(self) -> None:
-        if threading.get_ident() != self._thread:
+        thread = threading.get_ident()
+        if thread == self._thread:
+            return
+        # Park this thread's engines rather than dropping them here: pyo3 refuses to
+        # drop an engine on a thread other than its own (it leaks it with an error).
+        self._parked[self._thread] = (self._engine, self._vm)
+        if thread in self._parked:
+            self._thread = thread
+            self._engine, self._vm = self._parked.pop(thread)
+        else:
             self._build()
 
     # --- evaluation ------------------------------------------------------------------

@@ -363,9 +363,12 @@ def _parse_either(source: Source) -> tuple[dict[str, Any], bool]:
         try:
             ast = parse(source.name, source.text, rego_v0=True)
         except PolicyLoadError as v0_error:
-            # The reading that got further into the file is the one the author meant.
+            # The reading that got further into the file is the one the author meant; on
+            # a tie, v1 asking for its keywords means the file is written in v0.
             p1, p0 = v1_error.problems[0], v0_error.problems[0]
-            raise (v0_error if (p0.line, p0.col) > (p1.line, p1.col) else v1_error) from None
+            further = (p0.line, p0.col) > (p1.line, p1.col)
+            tie_v0 = (p0.line, p0.col) == (p1.line, p1.col) and "keyword is required" in p1.reason
+            raise (v0_error if further or tie_v0 else v1_error) from None
         if any(_head_name(rule) in _V1_KEYWORDS for rule in ast["rules"]):
             raise v1_error from None
         return ast, True
