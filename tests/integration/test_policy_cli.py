@@ -21,7 +21,9 @@ def run(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.Co
 @pytest.fixture
 def broken_dir(tmp_path: Path) -> Path:
     (tmp_path / "ok.rego").write_text('package busted\nimport rego.v1\naudit contains "a" if true\n')
-    (tmp_path / "bad.rego").write_text('package busted\nimport rego.v1\n\ndeny contains "x" if {\n  input.a ==\n}\n')
+    (tmp_path / "bad.rego").write_text(
+        'package busted\nimport rego.v1\n\ndeny contains "x" if {\n  input.a ==\n}\n'
+    )
     (tmp_path / "worse.rego").write_text('package busted\n\ndecision = "deny" {\n  input.a = = 1\n}\n')
     return tmp_path
 

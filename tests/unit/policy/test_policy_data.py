@@ -8,7 +8,10 @@ from conftest import decide
 from busted.policy import loader
 from busted.policy.engine import PolicyLoadError
 
-RULE = 'package busted\nimport rego.v1\ndeny contains p if { some p in data.cfg.blocked; input.llm_provider == p }\n'
+RULE = (
+    "package busted\nimport rego.v1\n"
+    "deny contains p if { some p in data.cfg.blocked; input.llm_provider == p }\n"
+)
 
 
 def test_data_json_feeds_the_policies(policy_dir):
@@ -33,9 +36,9 @@ def test_clashing_data_is_an_error(policy_dir):
 
 
 def test_shipped_settings_can_be_changed_in_data_json(policy_dir):
-    from conftest import SHIPPED
-
     import shutil
+
+    from conftest import SHIPPED
 
     directory = policy_dir()
     for path in SHIPPED.glob("*.rego"):

@@ -60,7 +60,10 @@ def test_evaluation_error_marks_the_event_with_the_configured_default(on_error, 
 
 
 def test_conflicting_complete_rules_other_than_decision_are_an_evaluation_error():
-    rule = 'package busted\nimport rego.v1\nlevel := 1 if true\nlevel := 2 if true\ndecision := "deny" if level > 0\n'
+    rule = (
+        "package busted\nimport rego.v1\n"
+        'level := 1 if true\nlevel := 2 if true\ndecision := "deny" if level > 0\n'
+    )
     result = decide({}, rules=[rule], on_error="deny", prefer_vm=False)
     assert result.decision == "deny" and result.error
 

@@ -58,8 +58,10 @@ def test_v0_and_v1_files_evaluate_together(policy_dir):
 
 
 def test_seed_demo_rule_works_exactly_as_written():
-    assert decide({"llm_provider": "Anthropic", "tls_payload": "x berko y"}, rules=[SEED_DEMO]).decision == "deny"
-    assert decide({"llm_provider": "Anthropic", "tls_payload": "hello"}, rules=[SEED_DEMO]).decision == "allow"
+    berko = {"llm_provider": "Anthropic", "tls_payload": "x berko y"}
+    hello = {"llm_provider": "Anthropic", "tls_payload": "hello"}
+    assert decide(berko, rules=[SEED_DEMO]).decision == "deny"
+    assert decide(hello, rules=[SEED_DEMO]).decision == "allow"
 
 
 @pytest.mark.parametrize("prefer_vm", [True, False], ids=["vm", "interpreter"])
