@@ -89,8 +89,11 @@ def captured(monitor, pid: int, want: str, needle: str, whole: bool = True,
         return None
 
     where = "events.sock payload" if PLACEHOLDER_CLASSIFIER else "stdout tls_payload"
-    return log.wait_until(find, timeout, f"a {want} event of pid {pid} whose plaintext ({where}) "
-                          f"holds {needle[:60]!r}", pid)
+    try:
+        return log.wait_until(find, timeout, f"a {want} event of pid {pid} whose plaintext "
+                              f"({where}) holds {needle[:60]!r}", pid)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{monitor.counters()}") from None
 
 
 def check_origin(event: Event, client: ClientResult, sni: str | None, dst_ip: str,
@@ -288,7 +291,7 @@ def test_dns_query_is_reported_with_its_name(monitor, dns_server, clients, loopb
     assert client.result["addrs"] == [loopback_addr]
     event = monitor.events.wait_for(
         lambda e: e.get("event_type") == "DNS_QUERY" and e.get("dns_name") == name,
-        TIMEOUT, f"a DNS_QUERY event for {name}", client.pid)
+        TIMEOUT, f"a DNS_QUERY event for {name}", client.pid, only_pid=False)
     assert event.get("pid") == client.pid, summarize(event)
     assert event.get("process_name") == client.comm, summarize(event)
     assert event.get("dst_port") in (None, 53), summarize(event)
@@ -322,7 +325,7 @@ def settle(monitor, log: EventLog, clients, dns_server, addr: str) -> None:
     dns_server.table[name] = addr
     sentinel = clients.dns(name, server=addr)
     log.wait_for(lambda e: e.get("event_type") == "DNS_QUERY" and e.get("dns_name") == name,
-                 TIMEOUT, f"the sentinel DNS_QUERY for {name}", sentinel.pid)
+                 TIMEOUT, f"the sentinel DNS_QUERY for {name}", sentinel.pid, only_pid=False)
 
 
 def test_api_key_is_never_printed(monitor):

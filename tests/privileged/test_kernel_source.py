@@ -382,3 +382,29 @@ def test_new_openssl_binary_started_later_is_probed(source, tls_server, tmp_path
     shutil.copy2(node, copy)
     # the client waits before its first TLS call: probes land while it runs
     _check_node(source, _node_client(str(copy), tls_server, 1500), tls_server)
+
+
+def test_verdict_stops_copying_plain_text_too(source, plain_server):
+    code = """
+        import socket, sys
+        s = socket.create_connection((sys.argv[1], 11434))
+        def ask(body):
+            s.sendall(b"POST /api/generate HTTP/1.1\\r\\nHost: x\\r\\n"
+                      b"content-length: %d\\r\\n\\r\\n" % len(body) + body)
+            print(s.recv(65536)[:12], flush=True)
+        ask(b'{"first":true}')
+        sys.stdin.readline()
+        ask(b'{"again":true}')
+    """
+    proc = run_client(code, ADDR)
+    proc.stdout.readline()
+    mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
+    first = collect(source, lambda e: mine(e) and e["event_type"] == "DATA_WRITE")[0]
+    source.feedback({"cmd": "verdict", "pid": proc.pid, "conn_id": first["conn_id"], "capture": False})
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
+    _finish(proc, source)
+    collect(source, lambda e: mine(e) and e["event_type"] == "TCP_CLOSE")
+    source.seen.extend(source.poll(0.2))
+    data = [e for e in source.seen if mine(e) and e["event_type"].startswith("DATA_")]
+    assert all(b"again" not in e["payload"] for e in data)

@@ -58,11 +58,15 @@ class EventLog:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        # The host's other processes are traced too (easily 100k events in a session
+        # on a busy machine): waits for one pid look only at that pid's events.
+        self.by_pid: dict[int, list[Event]] = {}
         self._cond = threading.Condition()
 
     def add(self, event: Event) -> None:
         with self._cond:
             self.events.append(event)
+            self.by_pid.setdefault(event.get("pid"), []).append(event)
             self._cond.notify_all()
 
     def snapshot(self) -> list[Event]:
@@ -70,26 +74,33 @@ class EventLog:
             return list(self.events)
 
     def for_pid(self, pid: int) -> list[Event]:
-        return [e for e in self.snapshot() if e.get("pid") == pid]
+        with self._cond:
+            return list(self.by_pid.get(pid, ()))
 
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 15.0,
-                 what: str = "a matching event", pid: int | None = None) -> Event:
+                 what: str = "a matching event", pid: int | None = None,
+                 only_pid: bool = True) -> Event:
         """The first event matching ``predicate``; AssertionError after ``timeout``."""
         found = self.wait_until(lambda events: next((e for e in events if predicate(e)), None),
-                                timeout, what, pid)
+                                timeout, what, pid, only_pid)
         return found
 
     def wait_until(self, condition: Callable[[list[Event]], Any], timeout: float = 15.0,
-                   what: str = "a condition on the events", pid: int | None = None) -> Any:
+                   what: str = "a condition on the events", pid: int | None = None,
+                   only_pid: bool = True) -> Any:
         """Wait until ``condition(events)`` returns something truthy, and return it.
 
-        On timeout, the AssertionError lists what was seen (for ``pid`` if given), so the
-        failure says whether the monitor saw nothing or saw the wrong thing.
+        ``condition`` sees the events of ``pid`` only when it is given (and ``only_pid``),
+        else all of them. On timeout, the AssertionError lists what was seen (for ``pid``
+        if given), so the failure says whether the monitor saw nothing or the wrong thing.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                result = condition(list(self.events))
+                if pid is not None and only_pid:
+                    result = condition(list(self.by_pid.get(pid, ())))
+                else:
+                    result = condition(list(self.events))
                 if result:
                     return result
                 left = deadline - time.monotonic()
@@ -100,7 +111,7 @@ class EventLog:
 
     def describe(self, pid: int | None = None, limit: int = 12) -> str:
         events = self.snapshot()
-        mine = [e for e in events if pid is None or e.get("pid") == pid]
+        mine = events if pid is None else self.for_pid(pid)
         lines = [f"monitor printed {len(events)} events in all"
                  + (f", {len(mine)} for pid {pid}" if pid is not None else "")]
         for e in mine[-limit:]:

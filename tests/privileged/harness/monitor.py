@@ -43,8 +43,9 @@ class MonitorError(AssertionError):
 
 class MonitorProcess:
     def __init__(self, busted: str, extra_args: tuple[str, ...] = (),
-                 ready_timeout: float = 180.0) -> None:
+                 ready_timeout: float = 180.0, subscribe: bool = True) -> None:
         self.busted = busted
+        self.subscribe = subscribe  # events of events.sock too (stats always)
         self.extra_args = extra_args
         self.ready_timeout = ready_timeout
         self._parent = Path(tempfile.mkdtemp(prefix="bm-", dir="/tmp"))  # 0700, short
@@ -114,6 +115,16 @@ class MonitorProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def counters(self) -> str:
+        """The monitor's loss counters, for failure messages (a busy host can overflow it)."""
+        if not self.stats:
+            return "monitor counters: none received yet"
+        keys = ("produced", "delivered", "dropped", "lost", "kernel_lost")
+        workers = {role: {k: w.get(k) for k in ("dropped", "errors", "restarts") if w.get(k)}
+                   for role, w in (self.stats.get("workers") or {}).items()}
+        return ("monitor counters: " + ", ".join(f"{k} {self.stats.get(k)}" for k in keys)
+                + f"; workers {({r: c for r, c in workers.items() if c})}")
+
     def stderr_tail(self, lines: int = 60) -> str:
         return "\n".join(list(self.stderr_lines)[-lines:])
 
@@ -142,7 +153,9 @@ class MonitorProcess:
         # Connecting before the socket exists is fine: zmq retries until output binds it.
         ctx = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.SUBSCRIBE, b"stats")
+        if self.subscribe:
+            sub.setsockopt(zmq.SUBSCRIBE, b"events")
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.LINGER, 0)
         sub.connect(f"ipc://{self.runtime_dir}/events.sock")
