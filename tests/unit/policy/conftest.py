@@ -1,4 +1,4 @@
-"""Helpers for the policy unit tests: write policy files, decide events."""
+"""Fixtures for the policy unit tests."""
 
 from __future__ import annotations
 
@@ -6,27 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from busted.policy import loader
-from busted.policy.decision import Decision, build_decider
-
-SHIPPED = Path(__file__).resolve().parents[3] / "policies"
-
-SEED_EXAMPLE = '''package busted
-
-default decision = "allow"
-
-# Deny requests containing PII to external providers
-decision = "deny" {
-    input.pii_detected == true
-    input.llm_provider != "Ollama"
-}
-
-# Audit all Anthropic traffic
-decision = "audit" {
-    input.llm_provider == "Anthropic"
-}
-'''
 
 
 @pytest.fixture
@@ -43,8 +22,3 @@ def policy_dir(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return make
-
-
-def decide(event: dict, *, dirs=(), rules=(), on_error="allow", prefer_vm=True) -> Decision:
-    policy_set = loader.load(dirs, rules)
-    return build_decider(policy_set, on_error, prefer_vm=prefer_vm).decide(event)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import decide
+from policy_helpers import decide
 
 from busted.policy import loader
 from busted.policy.engine import PolicyLoadError
@@ -38,7 +38,7 @@ def test_clashing_data_is_an_error(policy_dir):
 def test_shipped_settings_can_be_changed_in_data_json(policy_dir):
     import shutil
 
-    from conftest import SHIPPED
+    from policy_helpers import SHIPPED
 
     directory = policy_dir()
     for path in SHIPPED.glob("*.rego"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import SHIPPED
+from policy_helpers import SHIPPED
 
 from busted.policy import loader
 from busted.policy.decision import build_decider, input_document

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import SEED_EXAMPLE, decide
+from policy_helpers import SEED_EXAMPLE, decide
 
 ALLOW = 'package busted\nimport rego.v1\ndecision := "allow" if input.llm_provider != ""\n'
 AUDIT = 'package busted\nimport rego.v1\ndecision := "audit" if input.llm_provider == "Anthropic"\n'

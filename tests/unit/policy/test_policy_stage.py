@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SHIPPED
+from policy_helpers import SHIPPED
 
 from busted import schema
 from busted.config import MonitorConfig

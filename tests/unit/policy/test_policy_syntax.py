@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SEED_EXAMPLE, decide
+from policy_helpers import SEED_EXAMPLE, decide
 
 from busted.policy import loader
 from busted.policy.engine import PolicyLoadError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SHIPPED
+from policy_helpers import SHIPPED
 
 from busted.policy import testing
 
