@@ -133,6 +133,10 @@ class Dashboard:
         self._row_sel = [False] * MAX_ROWS
         self._row_text: list[tuple[str, ...]] = [("",) * len(COLUMNS)] * MAX_ROWS
         self._next_table = 0.0
+        self.row_pitch = 28  # measured after the first frames (_measure_rows)
+        self.header_height = 28
+        self.first_row_y = 0
+        self._row_measured = False
         self._next_top_bar = 0.0
         self._drawn_version = -1
         self._drawn_top = -1
@@ -305,7 +309,7 @@ class Dashboard:
                 with dpg.table_row(height=ROW_HEIGHT, show=i < 1) as row:
                     sel = dpg.add_selectable(
                         label="", span_columns=True, user_data=i, callback=self._on_row_click,
-                        height=19,
+                        height=18,
                     )
                     dpg.bind_item_theme(sel, align)
                     cells = [sel]
@@ -519,13 +523,16 @@ class Dashboard:
             value = dpg.get_value(self._ids[key]) or ALL
             return "" if value == ALL else value
 
+        process = combo("f_process")
+        current = self.store.filter
         self.apply_filter(
             Filter(
                 text=dpg.get_value(self._ids["search"]) or "",
                 provider=combo("f_provider"),
                 content_class=combo("f_class"),
                 decision=combo("f_decision"),
-                process=combo("f_process"),
+                process=process,
+                pid=current.pid if process and process == current.process else 0,
                 pii_only=bool(dpg.get_value(self._ids["f_pii"])),
             )
         )
@@ -677,8 +684,10 @@ class Dashboard:
 
     def _update_table(self) -> None:
         height = dpg.get_item_rect_size("table_area")[1] if self.frame_count > 1 else 600
+        self._measure_rows()
         # Window padding (2 x 8) + the header row, then whole rows only.
-        rows = max(1, min(MAX_ROWS, int((height - 20 - ROW_HEIGHT - 6) // ROW_HEIGHT)))
+        pitch = self.row_pitch
+        rows = max(1, min(MAX_ROWS, int((height - 16 - self.header_height - 4) // pitch)))
         if rows != self.visible_rows:
             self.visible_rows = rows
             self._drawn_top = -1
@@ -735,6 +744,8 @@ class Dashboard:
         dpg.configure_item(self._ids["scroll"], max_value=bottom)
         dpg.set_value(self._ids["scroll"], bottom - self.top)
         shown = f"{n:,} of {self.store.stored:,}" if self.store.filter.active else f"{n:,}"
+        if self.store.filter.pid:
+            shown = f"pid {self.store.filter.pid}: {shown}"
         state = "   ·   paused" if self.paused else ""
         dpg.set_value(self._ids["count"], f"{shown} events{state}")
         dpg.configure_item(
@@ -747,6 +758,19 @@ class Dashboard:
             dpg.set_value(self._ids["empty"], self._empty_message())
         else:
             dpg.set_value(self._ids["empty"], "")
+
+    def _measure_rows(self) -> None:
+        """Row pitch and header height as drawn (font, padding and theme decide them)."""
+        if not (self._row_shown[0] and self._row_shown[1]) or self._row_measured:
+            return
+        first = dpg.get_item_state(self._cells[0][0]).get("rect_min")
+        second = dpg.get_item_state(self._cells[1][0]).get("rect_min")
+        if not first or not second or second[1] <= first[1]:
+            return
+        self.row_pitch = second[1] - first[1]
+        self.header_height = first[1] - dpg.get_item_pos("table_area")[1] - 8
+        self.first_row_y = first[1]
+        self._row_measured = True
 
     def _fill_row(self, i: int, event: dict[str, Any]) -> None:
         cells = self._cells[i]
@@ -896,7 +920,9 @@ class Dashboard:
                 dpg.add_table_column(label=name, init_width_or_weight=weight)
             for g in self.store.group_rows(self.group_by)[:300]:
                 with dpg.table_row(height=ROW_HEIGHT):
-                    self._row_selectable(g.key, g.process_name, self._filter_process)
+                    target = (Filter(text=g.key) if by_identity
+                              else Filter(process=g.process_name, pid=g.pid))
+                    self._row_selectable(g.key, target, self._filter_process)
                     if by_identity:
                         dpg.add_text(g.narrative or "—", color=theme.DIM)
                     else:
@@ -917,7 +943,7 @@ class Dashboard:
 
     def _row_selectable(self, label: str, user_data: Any, callback) -> None:
         sel = dpg.add_selectable(label=label, span_columns=True, user_data=user_data,
-                                 callback=callback, height=19)
+                                 callback=callback, height=18)
         dpg.bind_item_theme(sel, self._themes["row_selectable"])
 
     def _filter_provider(self, sender, app_data, user_data) -> None:
@@ -925,7 +951,7 @@ class Dashboard:
         self.set_tab("events")
 
     def _filter_process(self, sender, app_data, user_data) -> None:
-        self.apply_filter(Filter(process=user_data))
+        self.apply_filter(user_data)
         self.set_tab("events")
 
     # ================================================================ test hooks ====
@@ -960,6 +986,11 @@ class Dashboard:
             "view_len": self._view_len(),
             "visible_rows": self.visible_rows,
             "table_rect": [int(tx), int(ty), int(tw), int(th)],
+            "row_pitch": self.row_pitch,
+            "first_row_y": self.first_row_y,
+            "areas": {name: [*map(int, dpg.get_item_pos(name)),
+                             *map(int, dpg.get_item_rect_size(name))]
+                      for name in ("providers_area", "processes_area", "detail")},
             "rows": shown,
             "filter": self.store.filter.__dict__,
             "paused": self.paused,

@@ -105,14 +105,15 @@ class Filter:
     provider: str = ANY
     content_class: str = ANY
     decision: str = ANY
-    process: str = ANY  # a process_name (all its pids)
+    process: str = ANY  # a process_name (all its pids, unless pid is set too)
+    pid: int = 0
     pii_only: bool = False
 
     @property
     def active(self) -> bool:
         return bool(
             self.text or self.provider or self.content_class or self.decision or self.process
-            or self.pii_only
+            or self.pid or self.pii_only
         )
 
     def with_(self, **changes: Any) -> Filter:
@@ -128,6 +129,8 @@ class Filter:
         if self.decision and decision_of(event) != self.decision:
             return False
         if self.process and (event.get("process_name") or "") != self.process:
+            return False
+        if self.pid and event.get("pid") != self.pid:
             return False
         if self.text:
             haystack = search_text if search_text is not None else _search_text(event)

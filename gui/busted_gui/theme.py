@@ -163,7 +163,7 @@ def global_theme() -> int | str:
         c(dpg.mvThemeCol_ModalWindowDimBg, (0, 0, 0, 140), category=cat)
         s(dpg.mvStyleVar_WindowPadding, 10, 8, category=cat)
         s(dpg.mvStyleVar_FramePadding, 8, 4, category=cat)
-        s(dpg.mvStyleVar_CellPadding, 5, 3, category=cat)
+        s(dpg.mvStyleVar_CellPadding, 5, 2, category=cat)
         s(dpg.mvStyleVar_ItemSpacing, 8, 6, category=cat)
         s(dpg.mvStyleVar_FrameRounding, 4, category=cat)
         s(dpg.mvStyleVar_ChildRounding, 6, category=cat)

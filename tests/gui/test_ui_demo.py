@@ -123,3 +123,30 @@ def test_keyboard_shortcuts_reach_the_window(launch, display):
                     "--repeat", "3", "--delay", "60", "4"],
                    env={"DISPLAY": display}, check=True, timeout=20)
     ui.wait_state(lambda s: not s["follow"], what="the wheel to stop following")
+
+
+def test_mouse_clicks_select_rows_and_filter_by_process(launch, display):
+    if shutil.which("xdotool") is None:
+        pytest.fail("xdotool is not installed (deploy/setup-host.sh installs it)")
+    ui = launch("--demo")
+    state = ui.wait_state(rows_rendered, what="rows")
+
+    def click(x: int, y: int) -> None:
+        # Window-relative coordinates: the viewport is not at the screen's origin.
+        subprocess.run(["sh", "-c", "xdotool mousemove --window $(xdotool search --sync --name "
+                        f"Busted | head -1) {x} {y} click 1"],
+                       env={"DISPLAY": display, "PATH": "/usr/bin:/bin"}, check=True, timeout=20)
+
+    state = ui.wait_state(lambda s: s["first_row_y"] > 0, what="rows measured")
+    x = state["table_rect"][0]
+    click(x + 60, state["first_row_y"] + 3 * state["row_pitch"] + state["row_pitch"] // 2)
+    state = ui.wait_state(lambda s: s["selected"] is not None, what="a click to select a row")
+    ui.command(cmd="tab", name="processes")
+    state = ui.wait_state(lambda s: s["tab"] == "processes" and s["frame"] > state["frame"] + 3,
+                          what="the processes view")
+    px, py, _, _ = state["areas"]["processes_area"]
+    click(px + 40, py + 8 + state["row_pitch"] + state["row_pitch"] // 2)  # the busiest
+    state = ui.wait_state(lambda s: s["tab"] == "events" and s["filter"]["pid"],
+                          what="a click on a process to filter the events table")
+    pid = state["filter"]["pid"]
+    assert state["rows"] and all(r["cells"][1].endswith(f"({pid})") for r in state["rows"])

@@ -51,6 +51,10 @@ def test_filter_narrows_the_view_and_new_events_follow_it():
     assert store.view_len() == 2
     store.set_filter(Filter(provider="OpenAI", process="curl"))
     assert store.view_len() == 1
+    store.set_filter(Filter(process="python3", pid=42))
+    assert store.view_len() == 2
+    store.set_filter(Filter(process="python3", pid=7))
+    assert store.view_len() == 0
     store.set_filter(Filter(pii_only=True))
     assert [store.get(u)["llm_provider"] for u in store.view()] == ["Anthropic"]
     store.add(ev(llm_provider="Google", pii_detected=True))
