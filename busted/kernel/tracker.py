@@ -30,6 +30,7 @@ from busted.kernel.containers import container_id_of_pid
 Event = dict[str, Any]
 
 _MAX_ENTRIES = 65536  # per table: bounded memory whatever the traffic
+_MAX_PENDING = 4096  # calls whose later chunks are still due
 
 
 class _Lru(OrderedDict):
@@ -206,6 +207,9 @@ class Tracker:
                 out += self._finish(key, pending, complete=False)
             pending = _Pending(rec, bytearray(), want)
             self._pending[key] = pending
+            if len(self._pending) > _MAX_PENDING:  # threads that died mid-call
+                oldest = next(iter(self._pending))
+                out += self._finish(oldest, self._pending.pop(oldest), complete=False)
         if rec.len == 0:
             pending.complete = False
         elif rec.offset != len(pending.data):

@@ -39,6 +39,10 @@ IGNORE_REFRESH_S = 5.0
 # A full /proc sweep (~40 ms with the per-file cache) catches libraries dlopen'd long
 # after exec; the exec-time rescans catch everything else within 2 s.
 FULL_RESCAN_S = 30.0
+# libbpf drains the ring until it is empty; under a sustained flood that never happens
+# and the capture loop would stop heart-beating. Past this many records per poll the
+# callback returns -1, which ends the batch (the record itself is already handled).
+MAX_RECORDS_PER_POLL = 8192
 
 
 def _pow2_at_least(n: int) -> int:
@@ -106,6 +110,7 @@ class KernelSource:
         self.probe_count = 0
         self.attach_errors: list[str] = []
         self._counters = {"records": 0, "events": 0, "exec_seen": 0}
+        self._batch = 0
 
     # --- start -----------------------------------------------------------------------
 
@@ -211,15 +216,22 @@ class KernelSource:
 
     # --- running ---------------------------------------------------------------------
 
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         raw = ct.string_at(data, size)
         self._counters["records"] += 1
         if records.record_type(raw) == records.REC_EXEC:
             head = records.RecHead.from_buffer_copy(raw)
             self._counters["exec_seen"] += 1
+            # The new program itself is checked now (cached per file, cheap): a node
+            # started now may open its first TLS connection within milliseconds.
+            exe = libssl.process_executable(head.pid, self.proc)
+            if exe and libssl.file_key(exe) not in self._probed and libssl.has_openssl(exe):
+                self._probe_file(exe)
             now = time.monotonic()
             self._rescans.extend((now + d, head.pid) for d in RESCAN_AFTER_S)
         self._out.extend(self.tracker.feed(raw))
+        self._batch += 1
+        return -1 if self._batch >= MAX_RECORDS_PER_POLL else 0
 
     def _rescan_due(self) -> None:
         now = time.monotonic()
@@ -258,6 +270,7 @@ class KernelSource:
             table[ct.c_uint32(pid)] = ct.c_uint8(1)
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:
+        self._batch = 0
         self._bpf.ring_buffer_poll(max(0, int(timeout_s * 1000)))
         self._rescan_due()
         self._refresh_ignored()
