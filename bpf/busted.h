@@ -16,6 +16,7 @@
  *                 than one chunk becomes several records that userspace joins
  *   RING_PAGES    ring buffer size in pages (power of two)
  *   PLAIN_PORTn   TCP destination ports whose plain-text payload is copied
+ *   READ_WAKEUP_EVERY  read records between forced consumer wake-ups (power of two)
  */
 #ifndef BUSTED_H
 #define BUSTED_H
@@ -29,7 +30,12 @@
 #ifndef RING_PAGES
 #define RING_PAGES 1024
 #endif
+#ifndef READ_WAKEUP_EVERY
+#define READ_WAKEUP_EVERY 64
+#endif
 #define MAX_CHUNKS ((MAX_COPY + CHUNK_SIZE - 1) / CHUNK_SIZE)
+#define BT_RB_NO_WAKEUP 1
+#define BT_RB_FORCE_WAKEUP 2
 
 #define COMM_LEN 16
 #define SNI_LEN 128
@@ -156,6 +162,8 @@ BPF_PERCPU_ARRAY(scratch, struct data_rec, 1);
 BPF_HASH(verdicts, struct conn_key, u8, 65536);
 /* sockets whose payload the syscall tracepoints copy (plaintext.bpf.c, dns.bpf.c) */
 BPF_HASH(watched, struct fd_key, struct watch, 65536);
+/* per-cpu count of read records, to wake the consumer only every Nth one */
+BPF_PERCPU_ARRAY(read_records, u64, 1);
 /* per-cpu connection id counter: ids are (count << 8 | cpu), unique without atomics */
 BPF_PERCPU_ARRAY(conn_counter, u64, 1);
 /* busted's own processes (filled by userspace): never traced, no feedback loops */
@@ -226,6 +234,20 @@ static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 
     r->direction = direction;
     r->flags = n > MAX_COPY ? FLAG_TRUNCATED : 0;
     u64 want = n > MAX_COPY ? MAX_COPY : n;
+    /* Waking the consumer costs the traced thread an interrupt (~2 us on this VM).
+     * A write (a request: what enforcement waits for) wakes it with its last chunk;
+     * reads (answers streamed in many small calls) wake it every READ_WAKEUP_EVERY
+     * records and otherwise wait for the consumer's poll timeout. Wake-ups are forced:
+     * the default "only if the consumer is idle" never fires behind unread records. */
+    u64 wake = BT_RB_FORCE_WAKEUP;
+    if (direction == DIR_READ) {
+        u64 *cnt = read_records.lookup(&zero);
+        if (cnt) {
+            *cnt += 1;
+            if (*cnt & (READ_WAKEUP_EVERY - 1))
+                wake = BT_RB_NO_WAKEUP;
+        }
+    }
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < MAX_CHUNKS; i++) {
         /* `off` stays a constant per iteration and a short chunk always ends the
@@ -251,7 +273,7 @@ static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 
             r->len = 0;
             out = 0;
         }
-        if (events.ringbuf_output(r, sizeof(*r) - CHUNK_SIZE + out, 0) != 0)
+        if (events.ringbuf_output(r, sizeof(*r) - CHUNK_SIZE + out, last ? wake : BT_RB_NO_WAKEUP) != 0)
             count_lost(LOST_RINGBUF);
         if (last)
             break;
