@@ -72,7 +72,11 @@ host_label := host if {
 	host != ""
 } else := "(unknown)"
 
-http_host := object.get(input.http_headers, "host", "")
+# input.http_headers.host rather than object.get(input.http_headers, ...): reading one
+# header lets Busted send the engine that header alone, not all of them.
+http_host := input.http_headers.host if {
+	input.http_headers.host != ""
+} else := ""
 
 strip_port(hostport) := parts[0] if {
 	parts := split(hostport, ":")

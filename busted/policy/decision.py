@@ -24,10 +24,11 @@ from busted.schema import DECISIONS, FIELD_DEFAULTS, complete
 
 # Higher wins.
 PRECEDENCE = {"allow": 0, "audit": 1, "deny": 2}
+_BY_RANK = {rank: name for name, rank in PRECEDENCE.items()}
 ERROR_DEFAULTS = ("allow", "deny")
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """The outcome for one input."""
 
@@ -52,24 +53,52 @@ def input_document(event: dict[str, Any], fields: Iterable[str] | None = None) -
     """The JSON text policies see as ``input`` for this event.
 
     ``fields`` (from :attr:`busted.policy.loader.PolicySet.input_fields`) limits the
-    document to the fields the policies read; each still reads as its schema default
-    when the event lacks it, exactly as in the complete document.
+    document to the fields the policies read (``"http_headers.host"``: that one key of
+    the object); each still reads as its schema default when the event lacks it,
+    exactly as in the complete document.
     """
     if fields is None:
         doc = complete(event)
         doc.pop("payload", None)
-    else:
-        doc = {}
+        return orjson.dumps(doc, default=_jsonable).decode()
+    return Projection(fields)(event)
+
+
+class Projection:
+    """Builds the input document of the given fields; made once per policy set because
+    it runs for every event."""
+
+    def __init__(self, fields: Iterable[str]) -> None:
+        whole: list[str] = []
+        nested: dict[str, list[str]] = {}
+        for name in sorted(fields):
+            top, _, key = name.partition(".")
+            if key:
+                nested.setdefault(top, []).append(key)
+            elif top != "payload":  # the raw bytes are never policy input
+                whole.append(top)
+        self.whole = [(name, FIELD_DEFAULTS.get(name, _ABSENT)) for name in whole]
+        self.nested = [(top, keys, FIELD_DEFAULTS.get(top, _ABSENT)) for top, keys in nested.items()]
+
+    def __call__(self, event: dict[str, Any]) -> str:
         get = event.get
-        for name in fields:
+        doc = {}
+        for name, default in self.whole:
             value = get(name)
             if value is None:
-                value = FIELD_DEFAULTS.get(name, _ABSENT)
-                if value is _ABSENT:
+                if default is _ABSENT:
                     continue  # not a schema field and not in this event: undefined
+                value = default
             doc[name] = value
-        doc.pop("payload", None)  # the raw bytes are never policy input
-    return orjson.dumps(doc, default=_jsonable).decode()
+        for top, keys, default in self.nested:
+            value = get(top)
+            if isinstance(value, dict):
+                doc[top] = {key: value[key] for key in keys if key in value}
+            elif value is not None:
+                doc[top] = value
+            elif default is not _ABSENT:
+                doc[top] = default
+        return orjson.dumps(doc, default=_jsonable).decode()
 
 
 def _jsonable(value: Any) -> Any:
@@ -82,28 +111,38 @@ def _jsonable(value: Any) -> Any:
 
 
 def combine(result: Any, on_error: str = "allow") -> Decision:
-    """Turn the policy set's result document into a :class:`Decision`."""
+    """Turn the policy set's result document into a :class:`Decision`.
+
+    Runs once per event, so the common case (a few known values, few reasons) takes
+    the short path: no sets or sorting unless there is something to merge.
+    """
     if not isinstance(result, dict):
         return Decision("allow")  # nothing defined at all
-    values = [v for v in _as_list(result.get("decisions")) if v is not None]
-    reasons = sorted({
-        _reason_text(r)
-        for key in ("reasons", "deny", "audit")
-        for r in _as_list(result.get(key))
-    })
-    known = [v for v in values if isinstance(v, str) and v in PRECEDENCE]
-    unknown = [v for v in values if not (isinstance(v, str) and v in PRECEDENCE)]
+    values = result.get("decisions")
+    if not isinstance(values, list):
+        values = _as_list(values)
+    best = -1
+    unknown = None
+    for value in values:
+        rank = PRECEDENCE.get(value) if isinstance(value, str) else None
+        if rank is None:
+            if value is not None:
+                unknown = [*(unknown or []), value]
+        elif rank > best:
+            best = rank
+    reasons: list[str] = []
+    for key in ("reasons", "deny", "audit"):
+        found = result.get(key)
+        if found:
+            reasons.extend(_reason_text(r) for r in _as_list(found))
+    if len(reasons) > 1:
+        reasons = sorted(set(reasons))
     error = ""
     if unknown:
         shown = ", ".join(sorted(json.dumps(v) for v in unknown))
         error = f"decision has unexpected value(s) {shown}; expected one of {', '.join(DECISIONS)}"
-    if known:
-        decision = max(known, key=PRECEDENCE.__getitem__)
-    elif unknown:
-        decision = on_error
-    else:
-        decision = "allow"
-    return Decision(decision, reasons, error, sorted(set(map(str, values))))
+    decision = _BY_RANK[best] if best >= 0 else (on_error if unknown else "allow")
+    return Decision(decision, reasons, error, [str(v) for v in values if v is not None])
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -132,6 +171,9 @@ class Decider:
         self.policy = policy
         self.on_error = on_error
         self.input_fields = None if input_fields is None else tuple(sorted(input_fields))
+        self._document = (
+            input_document if input_fields is None else Projection(input_fields)
+        )
 
     def decide_json(self, input_json: str) -> Decision:
         try:
@@ -142,7 +184,7 @@ class Decider:
 
     def decide(self, event: dict[str, Any]) -> Decision:
         try:
-            document = input_document(event, self.input_fields)
+            document = self._document(event)
         except (TypeError, ValueError) as exc:  # an event our encoder cannot represent
             return Decision(self.on_error, [], f"input not representable as JSON: {exc}")
         return self.decide_json(document)

@@ -311,10 +311,12 @@ def _prepare(source: Source, counter: list[int]) -> LoadedModule:
 
 
 def _input_fields(ast: dict[str, Any]) -> frozenset[str] | None:
-    """Top-level input fields the module reads, or None if it reads ``input`` whole.
+    """Input fields the module reads, or None if it reads ``input`` whole.
 
-    ``input.x`` and ``input["x"]`` name a field; any other use of ``input`` (iterating
-    it, passing it to a function, ``input[k]``, an import) may observe every field.
+    ``input.x`` / ``input["x"]`` name field ``x``; ``input.x.y`` names ``x.y``, one key of
+    an object field such as ``http_headers`` (so one header is sent, not all). Any other
+    use of ``input`` (iterating it, passing it to a function, ``input[k]``, an import)
+    may observe every field.
     """
     fields: set[str] = set()
     whole = False
@@ -327,18 +329,21 @@ def _input_fields(ast: dict[str, Any]) -> frozenset[str] | None:
             return
         if not isinstance(node, dict):
             return
-        dot = node.get("RefDot")
-        if isinstance(dot, dict) and _is_input(dot.get("refr")):
-            fields.add(dot["field"][1])
-            return
-        brack = node.get("RefBrack")
-        if isinstance(brack, dict) and _is_input(brack.get("refr")):
-            index = brack.get("index", {})
-            if isinstance(index, dict) and "String" in index:
-                fields.add(index["String"]["value"])
+        key, parent = _ref_step(node)
+        if parent is not None:
+            top = _input_field(parent)
+            if top is not None and key is not None:
+                fields.add(f"{top}.{key}")
+                _visit_index(node, visit)
                 return
-            whole = True
-            return
+            top = _input_field(node)
+            if top is not None:
+                fields.add(top)
+                _visit_index(node, visit)
+                return
+            if _is_input(parent):  # input[expr]: any field
+                whole = True
+                return
         if _is_input(node):
             whole = True
             return
@@ -347,7 +352,40 @@ def _input_fields(ast: dict[str, Any]) -> frozenset[str] | None:
 
     visit(ast.get("imports", []))
     visit(ast.get("rules", []))
-    return None if whole else frozenset(fields)
+    if whole:
+        return None
+    tops = {f for f in fields if "." not in f}
+    return frozenset(f for f in fields if f.split(".", 1)[0] not in tops or "." not in f)
+
+
+def _ref_step(node: dict[str, Any]) -> tuple[str | None, Any]:
+    """(literal key, the reference it applies to) for ``a.key`` / ``a["key"]`` nodes;
+    (None, a) for ``a[expr]``; (None, None) for anything else."""
+    dot = node.get("RefDot")
+    if isinstance(dot, dict):
+        return dot["field"][1], dot.get("refr")
+    brack = node.get("RefBrack")
+    if isinstance(brack, dict):
+        index = brack.get("index")
+        if isinstance(index, dict) and "String" in index:
+            return index["String"]["value"], brack.get("refr")
+        return None, brack.get("refr")
+    return None, None
+
+
+def _input_field(node: Any) -> str | None:
+    """``x`` when the node is ``input.x`` (or ``input["x"]``), else None."""
+    if not isinstance(node, dict):
+        return None
+    key, parent = _ref_step(node)
+    return key if key is not None and _is_input(parent) else None
+
+
+def _visit_index(node: dict[str, Any], visit) -> None:
+    # input.x[expr]: the index expression may itself read input.
+    brack = node.get("RefBrack")
+    if isinstance(brack, dict):
+        visit(brack.get("index"))
 
 
 def _is_input(node: Any) -> bool:

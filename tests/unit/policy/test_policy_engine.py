@@ -39,9 +39,14 @@ def test_input_document_holds_the_read_fields_with_defaults():
     assert fields is not None and {"llm_provider", "tls_payload", "pii_detected"} <= fields
     import json
 
-    doc = json.loads(input_document({"llm_provider": "OpenAI", "payload": b"\x00"}, fields))
-    assert set(doc) == fields
+    event = {"llm_provider": "OpenAI", "payload": b"\x00",
+             "http_headers": {"host": "api.openai.com", "user-agent": "x", "accept": "*/*"}}
+    doc = json.loads(input_document(event, fields))
+    assert set(doc) == {f.split(".")[0] for f in fields}
     assert doc["pii_detected"] is False and doc["sni"] == ""
+    # Only the header a policy reads is sent.
+    assert "http_headers.host" in fields and doc["http_headers"] == {"host": "api.openai.com"}
+    assert json.loads(input_document({}, fields))["http_headers"] == {}
     full = json.loads(input_document({"payload": b"raw", "tls_payload": "text"}))
     assert "payload" not in full and full["tls_payload"] == "text" and "seq" in full
 
