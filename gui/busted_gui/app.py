@@ -137,6 +137,7 @@ class Dashboard:
         self.header_height = 28
         self.first_row_y = 0
         self._row_measured = False
+        self._table_height = 0
         self._next_top_bar = 0.0
         self._drawn_version = -1
         self._drawn_top = -1
@@ -691,6 +692,8 @@ class Dashboard:
         if rows != self.visible_rows:
             self.visible_rows = rows
             self._drawn_top = -1
+        if int(height) != self._table_height:
+            self._table_height = int(height)
             dpg.configure_item(self._ids["scroll"], height=int(height) - 16)
         view = self._view()
         n = len(view)
@@ -994,6 +997,7 @@ class Dashboard:
             "rows": shown,
             "filter": self.store.filter.__dict__,
             "paused": self.paused,
+            "typing": self._typing(),
             "follow": self.follow,
             "selected": self.selected,
             "tab": self.tab,

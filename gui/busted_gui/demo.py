@@ -479,7 +479,7 @@ def demo_stats(produced: int, started: float, now: float) -> dict[str, Any]:
 class DemoSource:
     """Runs a :class:`DemoGenerator` on a thread; same interface as the live stream."""
 
-    def __init__(self, rate: float = 40.0, seed: int = 7, inbox_size: int = 50_000) -> None:
+    def __init__(self, rate: float = 40.0, seed: int = 7, inbox_size: int = 20_000) -> None:
         from busted_gui.stream import ConnectionStatus, Inbox
 
         self.rate = rate

@@ -98,7 +98,7 @@ class Inbox:
     counted (``overflow``): a stuck window must not grow memory without bound.
     """
 
-    def __init__(self, maxlen: int = 50_000) -> None:
+    def __init__(self, maxlen: int = 20_000) -> None:
         self._queue: deque[Event] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.maxlen = maxlen
@@ -180,7 +180,7 @@ class StreamClient:
     def __init__(
         self,
         endpoint: str,
-        inbox_size: int = 50_000,
+        inbox_size: int = 20_000,
         context: zmq.Context | None = None,
         clock=time.time,
     ) -> None:

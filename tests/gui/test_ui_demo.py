@@ -107,6 +107,25 @@ def test_keyboard_shortcuts_reach_the_window(launch, display):
     ui.wait_state(lambda s: s["filter"]["decision"] == "deny", what="D to filter denies")
     press("Escape")
     ui.wait_state(lambda s: s["filter"]["decision"] == "", what="Esc to clear")
+    # Search from the keyboard; letters typed there are text, not shortcuts.
+    press("ctrl+f")
+    ui.wait_state(lambda s: s["typing"], what="Ctrl+F to focus the search field")
+    subprocess.run(["xdotool", "type", "--delay", "80", "deny p"], env={"DISPLAY": display},
+                   check=True, timeout=20)
+    state = ui.wait_state(lambda s: s["filter"]["text"] == "deny p", what="typed search")
+    assert not state["paused"] and state["filter"]["decision"] == ""
+    assert 0 < state["view_len"] < state["stored"]
+    press("Escape")
+    state = ui.wait_state(lambda s: s["filter"]["text"] == "", what="Esc to clear the search")
+    # Esc leaves the search field a frame later; a "/" typed before that is just text.
+    ui.wait_state(lambda s: not s["typing"], what="Esc to leave the search field")
+    press("slash")
+    ui.wait_state(lambda s: s["typing"], what="/ to focus the search field")
+    subprocess.run(["xdotool", "type", "--delay", "80", "curl"], env={"DISPLAY": display},
+                   check=True, timeout=20)
+    ui.wait_state(lambda s: s["filter"]["text"] == "curl", what="/ to search")
+    press("Return", "Escape")
+    ui.wait_state(lambda s: s["filter"]["text"] == "", what="Esc to clear the search")
     press("Up")
     ui.wait_state(lambda s: s["selected"] is not None and not s["follow"],
                   what="Up to select and stop following")
