@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import dearpygui.dearpygui as dpg
 
@@ -224,3 +225,9 @@ def row_selectable_theme() -> int | str:
         dpg.add_theme_style(dpg.mvStyleVar_SelectableTextAlign, 0, 1,
                             category=dpg.mvThemeCat_Core)
     return theme
+
+
+def bind_font(item: Any, font: Any) -> None:
+    """Bind a font if one was loaded (0 means Dear PyGui's built-in font)."""
+    if font:
+        dpg.bind_item_font(item, font)
