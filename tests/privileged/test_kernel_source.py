@@ -408,3 +408,49 @@ def test_verdict_stops_copying_plain_text_too(source, plain_server):
     source.seen.extend(source.poll(0.2))
     data = [e for e in source.seen if mine(e) and e["event_type"].startswith("DATA_")]
     assert all(b"again" not in e["payload"] for e in data)
+
+
+def _check_request_and_answer(source, proc, tls_server, marker: bytes) -> None:
+    _finish(proc, source)
+    mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
+    writes = collect(source, lambda e: mine(e) and e["event_type"] == "TLS_DATA_WRITE")
+    reads = collect(source, lambda e: mine(e) and e["event_type"] == "TLS_DATA_READ")
+    request = next(e for e in writes if marker in e["payload"])
+    assert request["sni"] == SNI
+    assert request["dst_port"] == tls_server.port and request["dst_ip"] == ADDR
+    answer = b"".join(e["payload"] for e in reads)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and RESPONSE_BODY in answer
+    assert all(e["dst_port"] == tls_server.port for e in reads)
+
+
+def test_curl_is_captured(source, tls_server, cert):
+    """curl's OpenSSL back end does its own socket I/O through a custom BIO."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is missing: apt-get install -y curl (deploy/setup-host.sh)")
+    proc = subprocess.Popen(
+        [curl, "-sS", "--http1.1", "--cacert", str(cert[0]), "--resolve",
+         f"{SNI}:{tls_server.port}:{ADDR}", "-H", "content-type: application/json",
+         "-d", '{"model":"gpt-4o","curl":1}', f"https://{SNI}:{tls_server.port}/v1/chat/completions"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _check_request_and_answer(source, proc, tls_server, b'"curl":1')
+
+
+def test_asyncio_memory_bio_client_is_captured(source, tls_server, cert):
+    """asyncio's TLS runs OpenSSL over memory BIOs: no SSL_set_fd at all."""
+    code = """
+        import asyncio, ssl, sys
+        async def main():
+            ctx = ssl.create_default_context(cafile=sys.argv[2])
+            ctx.check_hostname = False
+            r, w = await asyncio.open_connection(sys.argv[3], int(sys.argv[1]), ssl=ctx,
+                                                 server_hostname=sys.argv[4])
+            body = b'{"model":"gpt-4o","asyncio":1}'
+            w.write(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\ncontent-length: %d\\r\\n\\r\\n"
+                    % len(body) + body)
+            print(await r.read(200))
+            w.close()
+        asyncio.run(main())
+    """
+    proc = run_client(code, str(tls_server.port), str(cert[0]), ADDR, SNI)
+    _check_request_and_answer(source, proc, tls_server, b'"asyncio":1')
