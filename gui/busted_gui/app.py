@@ -32,6 +32,7 @@ from busted_gui.summary_views import SummaryViewsMixin
 log = logging.getLogger("busted.ui")
 
 MAX_INGEST_PER_FRAME = 4_000  # events moved from the inbox to the store per frame
+MAX_FPS = 60  # with vsync on: also the cap where the display does not sync
 SLOW_VIEWS_INTERVAL_S = 1.0  # providers / processes tables and drop-down choices
 # Dear PyGui 2.x maps mvKey_Prior / mvKey_Next to stale codes (266/267) whose handlers
 # fire on every frame; these are Dear ImGui's own PageUp / PageDown key numbers.
@@ -518,7 +519,9 @@ def run(
         dpg.show_viewport()
         source.start()
         started = time.monotonic()
+        frame_budget = 1 / MAX_FPS if vsync else 0.0
         while dpg.is_dearpygui_running() and not dashboard.quit_requested:
+            frame_start = time.perf_counter()
             dashboard.frame()
             if on_frame is not None:
                 on_frame(dashboard)
@@ -530,6 +533,11 @@ def run(
                 dpg.run_callbacks(jobs)
             if duration_s is not None and time.monotonic() - started >= duration_s:
                 break
+            # Where vsync does not hold the loop back (Xvfb, some remote X servers), do
+            # not spin a core redrawing faster than a screen refreshes.
+            spare = frame_budget - (time.perf_counter() - frame_start)
+            if spare > 0.001:
+                time.sleep(spare)
     finally:
         source.stop()
         dpg.destroy_context()
