@@ -119,8 +119,12 @@ def combine(result: Any, on_error: str = "allow") -> Decision:
     if not isinstance(result, dict):
         return Decision("allow")  # nothing defined at all
     values = result.get("decisions")
-    if not isinstance(values, list):
-        values = _as_list(values)
+    values = list(values) if isinstance(values, list) else _as_list(values)
+    # deny / audit sets (or booleans) decide as their name says.
+    for name in ("deny", "audit"):
+        found = result.get(name)
+        if found is True or (found and not isinstance(found, bool)):
+            values.append(name)
     best = -1
     unknown = None
     for value in values:
@@ -142,7 +146,7 @@ def combine(result: Any, on_error: str = "allow") -> Decision:
         shown = ", ".join(sorted(json.dumps(v) for v in unknown))
         error = f"decision has unexpected value(s) {shown}; expected one of {', '.join(DECISIONS)}"
     decision = _BY_RANK[best] if best >= 0 else (on_error if unknown else "allow")
-    return Decision(decision, reasons, error, [str(v) for v in values if v is not None])
+    return Decision(decision, reasons, error, sorted({str(v) for v in values if v is not None}))
 
 
 def _as_list(value: Any) -> list[Any]:

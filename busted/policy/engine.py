@@ -7,28 +7,36 @@ input at a time) and :class:`Problem` (an engine error translated to file:line:c
 one-line reason).
 
 Which ``regorus``: PyPI has no package of that name; forks publish the module. We pin
-``gordon-to-regorus==0.13.0`` (an automated re-publication of microsoft/regorus, synced
-from upstream) rather than ``celine-regorus`` (0.9.1, last upstream-based release we
-found). Measured on this VM side by side (``busted bench policy`` style loop, shipped
-policy set, realistic 40-field events, medians of 3):
+``gordon-to-regorus==0.13.0`` (a re-publication of microsoft/regorus kept in sync with
+upstream) rather than ``celine-regorus`` (0.9.1, an older upstream). Measured side by
+side on this VM, shipped policy set, the 17 sample events of
+:mod:`busted.policy.samples`, ``set_input_json`` + one evaluation, in CPU instructions
+per evaluation (cachegrind; the shared VM's wall-clock figures swung 2-3x with load):
 
-- gordon-to 0.13 interpreter (``set_input_json`` + ``eval_rule``): ~14k evaluations/s;
-  its compiled VM path (``Program`` + ``Rvm``, JSON in and out): ~50k/s.
-- celine 0.9.1 interpreter: ~17k/s; it has no VM path.
+- celine 0.9.1 interpreter: ~593k; it has no compiled path;
+- gordon-to 0.13 interpreter: ~789k (its interpreter is ~30% slower than 0.9.1's);
+- gordon-to 0.13 compiled VM (``Program`` + ``Rvm``): ~155k, 3.8x fewer than celine.
 
-Only the VM path clears the 20k/s goal with every shipped policy loaded, 0.13 returns
-integral numbers as ints (0.9.1 returns every number as a float), and it has coverage
-and print gathering, which ``busted policy test --verbose`` uses to show the failing
-expression. Both forks share the same ``Engine`` API, so the interpreter fallback below
-would run on either.
+Only the VM path can reach the 20k evaluations/s goal with every shipped policy
+loaded; 0.13 also returns integral numbers as ints (0.9.1 returns floats) and has the
+coverage and print gathering ``busted policy test --verbose`` uses. The interpreter
+API is the same in both forks, so swapping means editing this module only. The VM is
+young, hence the safety nets below.
 
 How evaluation is done:
 
 - The VM compiler only reads Rego v1. When every module parses as v1 (files using
   ``import rego.v1`` count) the VM evaluates; otherwise (a Rego v0 file such as the
   seed README's examples) the interpreter does. Both produce the same result document.
-- A VM run that raises is retried once on the interpreter, which also reports the
-  clearer error, so a VM gap never turns into a false policy error.
+- The VM compile pass doubles as a semantic check: its errors that carry a position
+  (unknown function, unsafe variable) are the policy's and fail the load; errors
+  without one ("Missing builtin function: print") are VM gaps, and the interpreter
+  takes over.
+- Measured with 0.13: the VM lets an undefined value through assignments and builtin
+  calls (``x := lower(input.missing)`` succeeds) and prints it as ``"<undefined>"``. So
+  :meth:`CompiledPolicy.verify_vm` compares VM and interpreter on sample events at load
+  and drops the VM if they ever disagree, and any result that contains the marker, or
+  any VM run that raises, is evaluated again on the interpreter.
 - The v0/v1 flag of the interpreter is read when a policy is *added*, so it is set per
   module right before ``add_policy`` (a v1 module added in v0 mode parses with only a
   warning and then evaluates wrongly).
@@ -37,9 +45,10 @@ Traps handled here (see ../shared/measurements.md):
 
 - A ``regorus.Engine`` must only be used by the thread that created it; a use from
   another thread panics, and a Rust panic surfaces as ``PanicException``, which derives
-  from ``BaseException``. :class:`CompiledPolicy` remembers its thread and builds fresh
-  engines when called from a new one; every call catches ``BaseException`` (but lets
-  ``KeyboardInterrupt``/``SystemExit`` through) and rebuilds after a panic.
+  from ``BaseException``. :class:`CompiledPolicy` remembers its thread and uses separate
+  engines on any other one (parked, never dropped there: pyo3 refuses); every call
+  catches ``BaseException`` (letting ``KeyboardInterrupt``/``SystemExit`` through) and
+  rebuilds after a panic.
 - With ``RUST_BACKTRACE=1`` in the environment every engine error captures a Rust
   backtrace (~3 ms each, measured); ``RUST_LIB_BACKTRACE=0`` turns that off for library
   errors only, so a policy that errors on every event stays cheap.

@@ -135,8 +135,14 @@ def _precedence_module(policy_set: PolicySet) -> str:
     lines = [f"package {PACKAGE}", "", "import rego.v1", ""]
     # "d != null" is not decoration: the VM lets an undefined value through an
     # assignment (measured with 0.13); the comparison makes the body fail as it should.
-    lines += [f"__busted_decisions contains d if {{ d := {n}; d != null }}" for n in names]
+    lines += [f"__busted_values contains d if {{ d := {n}; d != null }}" for n in names]
+    if not names:
+        lines.append("__busted_values := set()")
     lines += [
+        "",
+        # For Rego readers of `decision` (policies, tests). The worker does not evaluate
+        # it: Python applies the same precedence to __busted_result, one rule cheaper.
+        "__busted_decisions contains d if some d in __busted_values",
         '__busted_decisions contains "deny" if __busted_any(__busted_deny)',
         '__busted_decisions contains "audit" if __busted_any(__busted_audit)',
         "",
@@ -166,7 +172,7 @@ def _precedence_module(policy_set: PolicySet) -> str:
         "}",
         "",
         "__busted_result := {",
-        '\t"decisions": __busted_decisions,',
+        '\t"decisions": __busted_values,',
         '\t"reasons": __busted_reasons,',
         '\t"deny": __busted_deny,',
         '\t"audit": __busted_audit,',
