@@ -2,8 +2,10 @@
 
 The input document is the event with every schema field present
 (:func:`busted.schema.complete`), minus the raw ``payload`` bytes (``tls_payload`` is
-the same plaintext as text). The compiled policy set returns every value its
-``decision`` rules produced and the ``reasons`` set; here the values become one
+the same plaintext as text) — or, when the policies name the fields they read, just
+those fields (:class:`Projection`), which policies cannot tell apart and the engine
+ingests much faster. The compiled policy set returns the values its ``decision`` rules
+produced, the ``deny`` / ``audit`` sets and the ``reasons`` set; here they become one
 decision with deny > audit > allow, whatever the order of files and rules. Undefined
 (no rule matched) is allow. An evaluation error, or a decision value that is none of
 the three, never raises: the result carries ``error`` and the configured default.

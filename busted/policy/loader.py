@@ -11,13 +11,15 @@ does that with just a warning and then evaluates nonsense, so we report the v1 e
 
 Why the loader rewrites ``decision``: several complete rules giving ``decision``
 different values — in one file as in the seed README, or across files — are a conflict
-error in Rego. We want deny > audit > allow instead. So each complete
-``decision`` rule (and ``default decision``) of package ``busted`` is renamed to a
-unique generated name of the same length (so every line:column the engine reports
-stays true), and a generated module collects their values into a set and defines
-``decision`` from it by precedence. ``data.busted.decision`` therefore still means
-"the decision" inside policies and tests; :data:`ENTRY` returns the set of values and
-the reasons in one evaluation.
+error in Rego. We want deny > audit > allow instead. So each complete ``decision``
+rule (and ``default decision``) of package ``busted`` is renamed to a unique generated
+name of the same length (so every line:column the engine reports stays true), and a
+generated module collects their values, together with the ``deny`` / ``audit`` sets
+(the other, cheaper way to decide: their members are the reasons), and defines
+``decision`` from them by precedence. ``data.busted.decision`` therefore still means
+"the decision" inside policies and tests; :data:`ENTRY` returns the values, the sets
+and ``reasons`` in one evaluation, and :mod:`busted.policy.decision` applies the same
+precedence to it.
 """
 
 from __future__ import annotations
