@@ -167,31 +167,44 @@ def dns_server():
 def source():
     from busted.sources.kernel import KernelSource
 
-    src = KernelSource(MonitorConfig(max_copy=MAX_COPY))
+    # A big ring: the machine is shared, and other people's TLS benchmarks flood the
+    # same system-wide probes while these tests run.
+    src = KernelSource(MonitorConfig(max_copy=MAX_COPY, ring_pages=8192))
     src.start()
     src.seen = []
+    src.clients = set()  # pids of the clients started here: only their events are kept
     yield src
     src.close()
 
 
+def drain(src, timeout: float = 0.05) -> None:
+    """Poll once, keeping only the events of clients started by these tests."""
+    src.seen.extend(e for e in src.poll(timeout) if e.get("pid") in src.clients)
+
+
 def collect(src, match: Callable[[dict], bool], count: int = 1, timeout: float = TIMEOUT) -> list[dict]:
-    """Poll until ``count`` events matching ``match`` arrived (all events are kept)."""
+    """Poll until ``count`` events matching ``match`` arrived."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        src.seen.extend(src.poll(0.1))
+        drain(src, 0.1)
         found = [e for e in src.seen if match(e)]
         if len(found) >= count:
             return found
     found = [e for e in src.seen if match(e)]
     summary = [(e.get("event_type"), e.get("pid"), e.get("process_name")) for e in src.seen[-30:]]
     pytest.fail(f"expected {count} matching events within {timeout}s, got {len(found)}; "
-                f"last events: {summary}")
+                f"last events: {summary}; source stats: {src.stats()}")
 
 
-def run_client(code: str, *args: str, exe: str = sys.executable, timeout: float = 60):
-    proc = subprocess.Popen([exe, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE)
+def start(src, argv: list[str], **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.PIPE, **kwargs)
+    src.clients.add(proc.pid)
     return proc
+
+
+def run_client(src, code: str, *args: str) -> subprocess.Popen:
+    return start(src, [sys.executable, "-c", textwrap.dedent(code), *args])
 
 
 PY_CLIENT = """
@@ -217,8 +230,8 @@ PY_CLIENT = """
 """
 
 
-def _tls_client(tls_server, cert, body_size: int = 100, extra: int = 0):
-    return run_client(PY_CLIENT, str(tls_server.port), str(body_size), str(extra),
+def _tls_client(source, tls_server, cert, body_size: int = 100, extra: int = 0):
+    return run_client(source, PY_CLIENT, str(tls_server.port), str(body_size), str(extra),
                       str(cert[0]), ADDR, SNI)
 
 
@@ -226,7 +239,7 @@ def _finish(proc, src) -> None:
     """Wait for a client while polling: the source probes new binaries from poll()."""
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        src.seen.extend(src.poll(0.05))
+        drain(src)
     out, err = proc.communicate(timeout=5)
     assert proc.returncode == 0, err.decode()[-2000:]
 
@@ -235,7 +248,7 @@ def _finish(proc, src) -> None:
 
 
 def test_python_ssl_request_and_response_are_captured(source, tls_server, cert):
-    proc = _tls_client(tls_server, cert)
+    proc = _tls_client(source, tls_server, cert)
     _finish(proc, source)
     mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
     writes = collect(source, lambda e: mine(e) and e["event_type"] == "TLS_DATA_WRITE")
@@ -263,7 +276,7 @@ def test_python_ssl_request_and_response_are_captured(source, tls_server, cert):
 
 def test_payload_larger_than_one_chunk_arrives_whole(source, tls_server, cert):
     size = 100_000  # > 16 KiB chunks, < MAX_COPY: several ring records, one event
-    proc = _tls_client(tls_server, cert, body_size=size)
+    proc = _tls_client(source, tls_server, cert, body_size=size)
     _finish(proc, source)
     writes = collect(source, lambda e: e.get("pid") == proc.pid and e["event_type"] == "TLS_DATA_WRITE")
     payload = b"".join(e["payload"] for e in writes)
@@ -274,7 +287,7 @@ def test_payload_larger_than_one_chunk_arrives_whole(source, tls_server, cert):
 
 
 def test_verdict_stops_copying_the_connection(source, tls_server, cert):
-    proc = _tls_client(tls_server, cert, extra=3)
+    proc = _tls_client(source, tls_server, cert, extra=3)
     proc.stdout.readline()  # first request answered
     first = collect(source, lambda e: e.get("pid") == proc.pid and e["event_type"] == "TLS_DATA_WRITE")
     conn_id = first[0]["conn_id"]
@@ -286,7 +299,7 @@ def test_verdict_stops_copying_the_connection(source, tls_server, cert):
     _finish(proc, source)
     # the TCP close comes after every write: once it is here, nothing else is pending
     collect(source, lambda e: e.get("pid") == proc.pid and e["event_type"] == "TCP_CLOSE")
-    source.seen.extend(source.poll(0.2))
+    drain(source, 0.2)
     data = [e for e in source.seen if e.get("pid") == proc.pid and e["event_type"].startswith("TLS_DATA")]
     assert all(b"again" not in e["payload"] for e in data)
     assert len([e for e in data if e["direction"] == "write"]) == 1
@@ -308,7 +321,7 @@ def test_plain_text_to_ollama_port_is_captured(source, plain_server):
                   b"content-length: %d\\r\\n\\r\\n" % len(body) + body)
         print(s.recv(65536)[:12])
     """
-    proc = run_client(code, ADDR)
+    proc = run_client(source, code, ADDR)
     _finish(proc, source)
     mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
     w = collect(source, lambda e: mine(e) and e["event_type"] == "DATA_WRITE")[0]
@@ -329,7 +342,7 @@ def test_dns_query_and_answer_are_reported_with_the_name(source, dns_server):
         s.send(dns.encode_query("api.anthropic.com"))
         print(dns.decode(s.recv(512)).addrs)
     """
-    proc = run_client(code, ADDR)
+    proc = run_client(source, code, ADDR)
     _finish(proc, source)
     mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
     q = collect(source, lambda e: mine(e) and e["event_type"] == "DNS_QUERY")[0]
@@ -350,9 +363,9 @@ setTimeout(() => {
 """
 
 
-def _node_client(exe: str, tls_server, delay_ms: int):
-    return subprocess.Popen([exe, "-e", NODE_CLIENT, "--", str(tls_server.port), ADDR, SNI,
-                             str(delay_ms)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _node_client(source, exe: str, tls_server, delay_ms: int):
+    return start(source, [exe, "-e", NODE_CLIENT, "--", str(tls_server.port), ADDR, SNI,
+                          str(delay_ms)])
 
 
 def _check_node(source, proc, tls_server) -> None:
@@ -370,7 +383,7 @@ def test_node_client_is_captured(source, tls_server):
     node = shutil.which("node") or shutil.which("nodejs")
     if node is None:
         pytest.fail("node is missing: apt-get install -y nodejs (deploy/setup-host.sh)")
-    _check_node(source, _node_client(node, tls_server, 0), tls_server)
+    _check_node(source, _node_client(source, node, tls_server, 0), tls_server)
 
 
 def test_new_openssl_binary_started_later_is_probed(source, tls_server, tmp_path):
@@ -381,7 +394,7 @@ def test_new_openssl_binary_started_later_is_probed(source, tls_server, tmp_path
     copy = tmp_path / "agent-node"
     shutil.copy2(node, copy)
     # the client waits before its first TLS call: probes land while it runs
-    _check_node(source, _node_client(str(copy), tls_server, 1500), tls_server)
+    _check_node(source, _node_client(source, str(copy), tls_server, 1500), tls_server)
 
 
 def test_verdict_stops_copying_plain_text_too(source, plain_server):
@@ -396,7 +409,7 @@ def test_verdict_stops_copying_plain_text_too(source, plain_server):
         sys.stdin.readline()
         ask(b'{"again":true}')
     """
-    proc = run_client(code, ADDR)
+    proc = run_client(source, code, ADDR)
     proc.stdout.readline()
     mine = lambda e: e.get("pid") == proc.pid  # noqa: E731
     first = collect(source, lambda e: mine(e) and e["event_type"] == "DATA_WRITE")[0]
@@ -405,7 +418,7 @@ def test_verdict_stops_copying_plain_text_too(source, plain_server):
     proc.stdin.flush()
     _finish(proc, source)
     collect(source, lambda e: mine(e) and e["event_type"] == "TCP_CLOSE")
-    source.seen.extend(source.poll(0.2))
+    drain(source, 0.2)
     data = [e for e in source.seen if mine(e) and e["event_type"].startswith("DATA_")]
     assert all(b"again" not in e["payload"] for e in data)
 
@@ -428,11 +441,11 @@ def test_curl_is_captured(source, tls_server, cert):
     curl = shutil.which("curl")
     if curl is None:
         pytest.fail("curl is missing: apt-get install -y curl (deploy/setup-host.sh)")
-    proc = subprocess.Popen(
+    proc = start(
+        source,
         [curl, "-sS", "--http1.1", "--cacert", str(cert[0]), "--resolve",
          f"{SNI}:{tls_server.port}:{ADDR}", "-H", "content-type: application/json",
-         "-d", '{"model":"gpt-4o","curl":1}', f"https://{SNI}:{tls_server.port}/v1/chat/completions"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "-d", '{"model":"gpt-4o","curl":1}', f"https://{SNI}:{tls_server.port}/v1/chat/completions"])
     _check_request_and_answer(source, proc, tls_server, b'"curl":1')
 
 
@@ -452,5 +465,5 @@ def test_asyncio_memory_bio_client_is_captured(source, tls_server, cert):
             w.close()
         asyncio.run(main())
     """
-    proc = run_client(code, str(tls_server.port), str(cert[0]), ADDR, SNI)
+    proc = run_client(source, code, str(tls_server.port), str(cert[0]), ADDR, SNI)
     _check_request_and_answer(source, proc, tls_server, b'"asyncio":1')
