@@ -46,7 +46,17 @@ import click
 from busted.errors import BustedError, PrivilegeError
 
 FUNCTIONS = ("SSL_write_ex", "SSL_read_ex")
-EMPTY_PROBE = "int empty(struct pt_regs *ctx) { return 0; }"
+# "Empty" but for a hit counter, so the floor is known to have fired once per call.
+EMPTY_PROBE = """
+BPF_ARRAY(hits, u64, 1);
+int empty(struct pt_regs *ctx) {
+    int zero = 0;
+    u64 *n = hits.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
 READY_TIMEOUT_S = 180  # bcc compiles the probes at start-up; slow on a busy 2-core VM
 CAPTURE_TIMEOUT_S = 20  # a new client must show up in the monitor's stream by then
 
@@ -96,6 +106,9 @@ class Floor:
         from bcc import BPF
 
         self.bpf = BPF(text=EMPTY_PROBE)
+
+    def hits(self) -> int:
+        return sum(v.value for v in self.bpf["hits"].values())
 
     def attach(self, lib: str, pid: int, offset: int) -> None:
         for name in FUNCTIONS:
@@ -219,12 +232,17 @@ class Bench:
         self.server.wait(10)
 
     def workloads(self) -> list[tuple[str, list[str]]]:
+        # The per-call run last: its ~120k captures keep the monitor's workers busy for a
+        # while after it ends, which would weigh on whatever ran next.
         return [
-            ("percall", ["percall", "--calls", str(self.calls)]),
+            ("agent", ["agent", "--duration", str(self.agent_duration)]),
             ("loop_1k", ["loop", "--size", "1024", "--duration", str(self.duration)]),
             ("loop_16k", ["loop", "--size", "16384", "--duration", str(self.duration)]),
-            ("agent", ["agent", "--duration", str(self.agent_duration)]),
+            ("percall", ["percall", "--calls", str(self.calls)]),
         ]
+
+    def percall(self) -> list[str]:
+        return dict(self.workloads())["percall"]
 
     def run(self, args: list[str], monitor: MonitorRun | None = None, floor: Floor | None = None,
             floor_offset: int = 0) -> dict[str, Any]:
@@ -250,6 +268,7 @@ class Bench:
             if floor is not None:
                 lib = libssl_of(proc.pid)
                 floor.attach(lib, proc.pid, floor_offset)
+                hits_before = floor.hits()
             proc.stdin.write("go\n")
             proc.stdin.flush()
             line = proc.stdout.readline()
@@ -264,7 +283,32 @@ class Bench:
         result = json.loads(line)
         if captured is not None:
             result["captured"] = captured
+        if floor is not None and lib is not None:
+            result["floor_hits"] = floor.hits() - hits_before
         return result
+
+
+def monitor_counters(summary: dict[str, Any]) -> dict[str, Any]:
+    """The loss counters of one monitor run (from its BUSTED_SUMMARY_JSON).
+
+    ``lost`` is the monitor's own figure. It counts every ``seq`` gap seen by output,
+    and the captures that classify merged into one reassembled message leave such gaps
+    too, so ``lost_not_merged`` takes them out: ring-buffer losses plus events that
+    really vanished (in a worker that was killed, say)."""
+    workers = summary.get("workers") or {}
+    merged = (workers.get("classify") or {}).get("merged") or 0
+    missing = (workers.get("output") or {}).get("missing") or 0
+    dropped, kernel_lost = summary.get("dropped", 0), summary.get("kernel_lost", 0)
+    return {
+        "produced": summary.get("produced", 0),
+        "delivered": summary.get("delivered", 0),
+        "dropped": dropped,
+        "lost": summary.get("lost", 0),
+        "kernel_lost": kernel_lost,
+        "merged": merged,
+        "lost_not_merged": kernel_lost + max(0, missing - dropped - merged),
+        "restarts": {role: w.get("restarts") for role, w in workers.items() if w.get("restarts")},
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -285,6 +329,9 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
         if floor_call:
             entry["floor_call_added_us"] = _median(
                 [r["floor_call"][key] - r["off"]["percall"][key] for r in rounds])
+        wall = key.replace("_us", "_wall_us")
+        entry["wall_added_us"] = _median(
+            [r["on"]["percall"][wall] - r["off"]["percall"][wall] for r in rounds])
         per_call[fn] = entry
     ratios = {}
     for name in ("loop_1k", "loop_16k", "agent"):
@@ -299,10 +346,10 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
         "per_call": per_call,
         "requests_per_s": ratios,
         "events": {
-            "produced": sum(m.get("produced", 0) for m in monitors),
-            "dropped": sum(m.get("dropped", 0) for m in monitors),
-            "lost": sum(m.get("lost", 0) for m in monitors),
-            "kernel_lost": sum(m.get("kernel_lost", 0) for m in monitors),
+            **{key: sum(m.get(key, 0) for m in monitors)
+               for key in ("produced", "dropped", "lost", "kernel_lost", "merged",
+                           "lost_not_merged")},
+            "worker_restarts": [m.get("restarts", {}) for m in monitors],
         },
         "all_clients_captured": all(w.get("captured", False) for r in rounds
                                     for w in r["on"].values()),
@@ -314,13 +361,14 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    echo("Per call, measured in the client (µs; 'added' = with minus without, median of rounds):")
+    echo("Per call, CPU time of the client thread (µs; 'added' = with minus without, "
+         "median of rounds):")
     for fn, f in report["per_call"].items():
         floor = f"floor: empty uprobe at entry +{f['floor_entry_added_us']:.1f}"
         if "floor_call_added_us" in f:
             floor += f", at the call (+4) +{f['floor_call_added_us']:.1f}"
         echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
-             f"added +{f['added_us']:.1f}   ({floor})")
+             f"added +{f['added_us']:.1f} (wall +{f['wall_added_us']:.1f})   ({floor})")
     echo("Requests/s, monitor on / off:")
     labels = {"loop_1k": "tight loop, 1 KiB requests", "loop_16k": "tight loop, 16 KiB requests",
               "agent": "agent-like, answers streamed over ~20 ms (goal >= 0.98)"}
@@ -328,8 +376,12 @@ def print_report(report: dict[str, Any]) -> None:
         echo(f"  {labels[name]:<55} {r['ratio']:.3f}  ({r['no_monitor_rps']:.0f} -> "
              f"{r['monitor_rps']:.0f}/s)")
     ev = report["events"]
-    echo(f"Events: produced {ev['produced']:,}, dropped {ev['dropped']:,}, lost {ev['lost']:,} "
-         f"(ring buffer {ev['kernel_lost']:,}); every client captured: "
+    echo(f"Events (all monitor runs): produced {ev['produced']:,}, dropped {ev['dropped']:,}, "
+         f"lost {ev['lost']:,} as the monitor counts it, of which {ev['merged']:,} were captures "
+         f"merged by reassembly; really lost {ev['lost_not_merged']:,} "
+         f"(ring buffer {ev['kernel_lost']:,})")
+    restarts = [r for r in ev["worker_restarts"] if r]
+    echo(f"Worker restarts during the runs: {restarts or 'none'}; every client captured: "
          f"{'yes' if report['all_clients_captured'] else 'NO'}")
     echo("Note: the loopback server is traced too, so the loop ratios count both ends.")
 
@@ -342,11 +394,11 @@ Examples:
 """)
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Off/floor/on rounds (medians are taken over rounds).")
-@click.option("--calls", type=click.IntRange(1000), default=20_000, show_default=True,
+@click.option("--calls", type=click.IntRange(1000), default=10_000, show_default=True,
               help="SSL_write_ex and SSL_read_ex calls timed per measurement.")
-@click.option("--duration", type=float, default=3.0, show_default=True,
+@click.option("--duration", type=float, default=2.0, show_default=True,
               help="Seconds of each tight request loop.")
-@click.option("--agent-duration", type=float, default=5.0, show_default=True,
+@click.option("--agent-duration", type=float, default=4.0, show_default=True,
               help="Seconds of the agent-like workload.")
 @click.option("--monitor-arg", multiple=True, metavar="ARG",
               help="Extra argument for the monitor (repeatable), e.g. --monitor-arg=--max-copy=65536.")
@@ -375,7 +427,7 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
                 if phase == "off":
                     result["off"] = {name: bench.run(args) for name, args in bench.workloads()}
                 elif phase == "floor":
-                    percall = bench.workloads()[0][1]
+                    percall = bench.percall()
                     result["floor_entry"] = bench.run(percall, floor=floor, floor_offset=0)
                     if floor_call:
                         result["floor_call"] = bench.run(percall, floor=floor, floor_offset=4)
@@ -388,9 +440,9 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
                     finally:
                         result["monitor"] = monitor.stop()
                     result["monitor_ready_s"] = round(monitor.ready_s, 1)
-            # Keep only the counters of the monitor summary, not its whole status.
-            result["monitor"] = {k: result["monitor"].get(k, 0)
-                                 for k in ("produced", "delivered", "dropped", "lost", "kernel_lost")}
+                    result["monitor_warnings"] = [
+                        line for line in monitor.stderr if "WARNING" in line or "ERROR" in line][:20]
+            result["monitor"] = monitor_counters(result["monitor"])
             results.append(result)
     finally:
         bench.close()
