@@ -65,8 +65,8 @@ class Conn:
 
 @dataclass
 class _Pending:
-    head: records.DataRec
-    data: bytearray
+    head: records.DataHead
+    data: bytearray | bytes
     want: int  # bytes the kernel meant to send for this call
     complete: bool = True  # False once a chunk arrives empty (read failure)
 
@@ -197,11 +197,14 @@ class Tracker:
         self._count("unknown_record")
         return []
 
-    def _data(self, rec: records.DataRec, payload: bytes) -> list[Event]:
-        key = (rec.h.pid, rec.h.tid, rec.source, rec.direction)
+    def _data(self, rec: records.DataHead, payload: bytes) -> list[Event]:
+        key = (rec.pid, rec.tid, rec.source, rec.direction)
         want = min(rec.call_len, self.max_copy)
         out: list[Event] = []
         pending = self._pending.get(key)
+        if rec.offset == 0 and rec.len >= want and pending is None:
+            # the common case: the whole call in one record
+            return self._finish(key, _Pending(rec, payload, want), complete=rec.len > 0)
         if rec.offset == 0 or pending is None:
             if pending is not None:  # the rest of the previous call never came
                 out += self._finish(key, pending, complete=False)
@@ -263,7 +266,7 @@ class Tracker:
                 ev["dns_name"] = self.ip_names[conn.dst_ip]
         return [ev]
 
-    def _dns(self, rec: records.DataRec, payload: bytes) -> list[Event]:
+    def _dns(self, rec: records.DataHead, payload: bytes) -> list[Event]:
         try:
             msg = dns.decode(payload)
         except dns.DnsError:

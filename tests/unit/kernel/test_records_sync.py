@@ -89,3 +89,18 @@ def test_structs_have_no_hidden_padding():
     for cname, c in STRUCTS.items():
         covered = sum(size for _, size in c["fields"].values())
         assert covered == c["size"], cname
+
+
+def test_fast_payload_header_decodes_like_ctypes():
+    rec = records.DataRec(conn_id=1 << 60, sk=7, call_len=100, offset=16384, len=99, fd=-3,
+                          source=records.SRC_PLAIN, direction=records.DIR_READ, flags=1)
+    rec.h.ts_ns, rec.h.type, rec.h.pid, rec.h.tid = 123, records.REC_DATA, 10, 11
+    rec.h.uid, rec.h.gid, rec.h.cgroup_id, rec.h.comm = 12, 13, 14, b"comm"
+    assert records.DATA_STRUCT.size == ct.sizeof(records.DataRec)
+    fast = records.DataHead(bytes(rec))
+    for name in records.DataHead.__slots__:
+        expected = getattr(rec.h, name) if hasattr(rec.h, name) else getattr(rec, name)
+        got = getattr(fast, name)
+        if name == "comm":
+            got = got.rstrip(b"\0")
+        assert got == expected, name
