@@ -485,7 +485,7 @@ def _tests(source: Source, ast: dict[str, Any], package: str) -> list[TestRule]:
         if "Spec" not in rule:
             continue
         name = _head_name(rule)
-        if not name.startswith("test_") or name in tests:
+        if not name.startswith("test_") or name in tests or _head_kind(rule) == "Func":
             continue
         statements: list[tuple[int, str]] = []
         bodies = rule["Spec"].get("bodies") or []
