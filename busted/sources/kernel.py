@@ -272,6 +272,10 @@ class KernelSource:
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:
         self._batch = 0
         self._bpf.ring_buffer_poll(max(0, int(timeout_s * 1000)))
+        # Streamed reads are written without waking us (see emit_data in busted.h), and
+        # epoll only reports a ring that was woken: take whatever is there after the wait.
+        if self._batch < MAX_RECORDS_PER_POLL:
+            self._bpf.ring_buffer_consume()
         self._rescan_due()
         self._refresh_ignored()
         out, self._out = self._out, []
