@@ -82,8 +82,12 @@ class Clients:
         return self.run([self.python, str(PYCLIENT), *args], **kwargs)
 
     def raw(self, url: str, body: bytes = b"", split: int = 1, headers: tuple[str, ...] = (),
-            body_dir: Path | None = None, delay: float = 0.0, **kwargs) -> ClientResult:
-        args = [url, "--split", str(split), "--delay", str(delay), *_header_args(headers)]
+            body_dir: Path | None = None, delay: float = 0.0, repeat: int = 1, method: str = "",
+            **kwargs) -> ClientResult:
+        args = [url, "--split", str(split), "--delay", str(delay), "--repeat", str(repeat),
+                *_header_args(headers)]
+        if method:
+            args += ["--method", method]
         if body:
             args += ["--body-file", str(_body_file(body, body_dir))]
         return self.py("raw", *args, **kwargs)

@@ -51,6 +51,10 @@ def openai_chat(request: Request, pause_s: float = 0.0) -> Response:
     body = _body_json(request)
     model = body.get("model", "gpt-4o-mini")
     answer = request.answer = answer_for(request)
+    # A test that needs a large LLM answer (several MiB) asks for it in a header.
+    pad = int(request.headers.get("x-test-answer-bytes", "0") or 0)
+    if pad:
+        answer = request.answer = answer + " " + ("lorem ipsum " * (pad // 12 + 1))[:pad]
     created = int(time.time())
     usage = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
     extra = [("x-request-id", "req_test"), ("openai-processing-ms", "3")]

@@ -4,7 +4,8 @@ Runs inside the client namespace (see ../namespace.py) with the test CA trusted 
 the environment. Prints one JSON line at the end: its own pid and comm (what the monitor
 must report) plus what it got back. Exit status 0 only when the exchange succeeded.
 
-    pyclient.py raw URL [--body-file F] [--split N] [--delay S] [--header 'K: V']  (Python ssl)
+    pyclient.py raw URL [--body-file F] [--split N] [--repeat N] [--delay S] [--header 'K: V']
+                                                                        (Python ssl)
     pyclient.py httpx URL [--body-file F] [--header 'K: V']
     pyclient.py openai --model M --prompt P [--stream]
     pyclient.py anthropic --model M --prompt P [--stream]
@@ -90,14 +91,19 @@ def cmd_raw(args) -> int:
     time.sleep(args.delay)  # a long-lived process: its first request comes later
     body = Path(args.body_file).read_bytes() if args.body_file else b""
     data = _request_bytes(args.url, args.method or ("POST" if body else "GET"), body, args.header)
+    total = 0
     with _connect(args.url) as sock:
-        # One sendall per piece: each is one SSL_write_ex call.
-        step = -(-len(data) // args.split)
-        for i in range(0, len(data), step):
-            sock.sendall(data[i : i + step])
-        status, answer = _read_response(sock)
+        for _ in range(args.repeat):  # --repeat: the same request again on this connection
+            # One sendall per piece: each is one SSL_write_ex call.
+            step = -(-len(data) // args.split)
+            for i in range(0, len(data), step):
+                sock.sendall(data[i : i + step])
+            status, answer = _read_response(sock)
+            total += len(answer)
+            if status != 200:
+                break
     _report(status=status, body=answer.decode("utf-8", "replace")[:65536], body_len=len(answer),
-            sni=urlsplit(args.url).hostname)
+            total_len=total, sni=urlsplit(args.url).hostname)
     return 0 if status == 200 else 1
 
 
@@ -199,6 +205,7 @@ def main() -> int:
         p.add_argument("--method")
         p.add_argument("--split", type=int, default=1)
         p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before connecting")
+        p.add_argument("--repeat", type=int, default=1, help="requests sent on the connection")
         p.add_argument("--header", action="append", default=[])
     for name in ("openai", "anthropic"):
         p = sub.add_parser(name)
