@@ -123,3 +123,17 @@ def test_fake_ollama(ollama_server, clients, loopback_addr, path):
     res = clients.ollama(f"http://{loopback_addr}:11434{path}", prompt)
     got = ollama_server.wait_for_request(lambda r: prompt.encode() in r.body)
     assert got.answer in res.answer()
+
+
+def test_keep_alive_repeats_and_large_answers(tls_server, clients, body_dir):
+    """What the verdict test relies on: many responses on one connection, big answers."""
+    part = 64 << 10
+    res = clients.raw(f"https://{BORING_HOST}/download?bytes={part}&pause_ms=1", method="GET",
+                      repeat=4)
+    assert res.result["total_len"] == 4 * part
+    body = _chat_body("harness big answer")
+    res = clients.raw(OPENAI_CHAT, body, body_dir=body_dir, repeat=2,
+                      headers=("Content-Type: application/json", f"x-test-answer-bytes: {part}"))
+    assert res.result["total_len"] > 2 * part
+    got = tls_server.wait_for_request(lambda r: r.body == body)
+    assert got.answer[:40] in res.answer()  # the client reports the first 64 KiB
