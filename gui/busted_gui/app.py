@@ -84,6 +84,8 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
         self.tab = "events"
         self.group_by = "process"
         self.quit_requested = False
+        self._modifier_frame: dict[str, int] = {}
+        self._chorded: list[str] = []
 
         self.frame_count = 0
         self.frame_times: deque[float] = deque(maxlen=600)
@@ -178,6 +180,12 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
             for key, action in keys.items():
                 dpg.add_key_press_handler(key, callback=self._guard(action))
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
+            # Modifiers are remembered for a frame: a quick Ctrl+F can reach Dear ImGui
+            # as "Ctrl down" in one frame and "F down, Ctrl up" in the next.
+            for key in (dpg.mvKey_LControl, dpg.mvKey_RControl):
+                dpg.add_key_down_handler(key, callback=lambda: self._saw_modifier("ctrl"))
+            for key in (dpg.mvKey_LShift, dpg.mvKey_RShift):
+                dpg.add_key_down_handler(key, callback=lambda: self._saw_modifier("shift"))
 
     def _guard(self, action):
         """Shortcuts are plain keys: ignore them while the user types in a text field."""
@@ -349,22 +357,37 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
         else:
             self.clear_filter()
 
+    def _saw_modifier(self, name: str) -> None:
+        self._modifier_frame[name] = self.frame_count
+
+    def _modifier(self, name: str) -> bool:
+        return self.frame_count - self._modifier_frame.get(name, -10) <= 2
+
+    # Keys whose meaning depends on a modifier are decided at the start of the next
+    # frame, once every handler of the frame they came in (the modifier's too) ran.
     def _on_f(self) -> None:
-        if dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl):
-            dpg.focus_item(self._ids["search"])
-        else:
-            self.set_follow(not self.follow)
+        self._chorded.append("f")
 
     def _on_slash(self) -> None:
-        if dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift):
-            self.toggle_help()
-        else:
-            self.set_tab("events")
-            dpg.focus_item(self._ids["search"])
+        self._chorded.append("slash")
 
     def _on_q(self) -> None:
-        if dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl):
-            self.quit_requested = True
+        self._chorded.append("q")
+
+    def _resolve_chords(self) -> None:
+        keys, self._chorded = self._chorded, []
+        for key in keys:
+            if key == "f" and self._modifier("ctrl"):
+                dpg.focus_item(self._ids["search"])
+            elif key == "f":
+                self.set_follow(not self.follow)
+            elif key == "slash" and self._modifier("shift"):
+                self.toggle_help()
+            elif key == "slash":
+                self.set_tab("events")
+                dpg.focus_item(self._ids["search"])
+            elif key == "q" and self._modifier("ctrl"):
+                self.quit_requested = True
 
     # ==================================================================== frame =====
     def frame(self) -> None:
@@ -375,6 +398,8 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
         self.frame_count += 1
         now = self.clock()
 
+        if self._chorded:
+            self._resolve_chords()
         if self.hooks is not None:
             self.hooks.run_commands(self.execute)
         events = self.source.drain(MAX_INGEST_PER_FRAME)
