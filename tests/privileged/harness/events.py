@@ -61,6 +61,9 @@ class EventLog:
         # The host's other processes are traced too (easily 100k events in a session
         # on a busy machine): waits for one pid look only at that pid's events.
         self.by_pid: dict[int, list[Event]] = {}
+        # Set by the producer: returns why no more events can come (e.g. the monitor
+        # died), so waits fail at once instead of running out their deadline.
+        self.health: Callable[[], str | None] = lambda: None
         self._cond = threading.Condition()
 
     def add(self, event: Event) -> None:
@@ -103,6 +106,9 @@ class EventLog:
                     result = condition(list(self.events))
                 if result:
                     return result
+                dead = self.health()
+                if dead:
+                    raise AssertionError(f"while waiting for {what}: {dead}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n"

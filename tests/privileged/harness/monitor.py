@@ -53,6 +53,7 @@ class MonitorProcess:
         self.events = EventLog()  # what stdout printed (JSON lines)
         self.published = EventLog()  # what events.sock carried (raw payload included)
         self.stats: dict = {}  # the last stats message of events.sock
+        self.events.health = self.published.health = self._health
         self.stderr_lines: deque[str] = deque(maxlen=400)
         self.bad_stdout: list[str] = []
         self.proc: subprocess.Popen | None = None
@@ -111,6 +112,11 @@ class MonitorProcess:
             # let its workers notice (they watch their parent).
             self.proc.kill()
             self.proc.wait(10)
+
+    def _health(self) -> str | None:
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"the monitor exited with status {self.proc.returncode}:\n{self.stderr_tail(30)}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
