@@ -31,6 +31,17 @@ HELP = (
     ("Ctrl+Q", "Quit"),
 )
 
+CARD_HELP = {
+    "total": "Events received since the window opened (all kinds, not only LLM calls).",
+    "active": "Processes with an event in the last minute.",
+    "pii": "Events in which personal data or secrets were detected.",
+    "missed": "Events this window never got: gaps in the daemon's sequence numbers (a slow "
+    "subscriber, or drops between the daemon's workers) plus events dropped because the "
+    "window fell behind.",
+    "dropped": "Events the daemon's workers could not hand on (see `busted status`).",
+    "lost": "Kernel ring-buffer records lost, plus events lost when a worker crashed.",
+}
+
 
 class HeaderMixin:
     """Builds and updates the status bar, banner, header and help overlay."""
@@ -112,6 +123,9 @@ class HeaderMixin:
             theme.bind_font(value, self.fonts.big)
         dpg.bind_item_theme(card, self._themes["card"])
         self._cards[key] = value
+        if key in CARD_HELP:
+            with dpg.tooltip(card):
+                dpg.add_text(CARD_HELP[key], wrap=320)
 
     def _build_help(self) -> None:
         with dpg.window(
