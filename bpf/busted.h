@@ -49,6 +49,7 @@
 #define REC_CLOSE 6       /* struct conn_rec: a tracked TCP socket closed (byte totals) */
 #define REC_EXEC 7        /* struct rec_head only: a process called execve */
 #define REC_SSL_FD 8      /* struct ssl_rec: SSL_set_fd tied an SSL object to a socket */
+#define REC_EXIT 9        /* struct rec_head only: a process (thread group) ended */
 
 /* data_rec.source */
 #define SRC_TLS 1

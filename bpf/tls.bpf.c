@@ -177,3 +177,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     events.ringbuf_submit(r, 0);
     return 0;
 }
+
+/* A process ended: userspace forgets what it cached about its pid (pids are reused). */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if ((u32)id != (u32)(id >> 32))
+        return 0; /* a thread, not the whole process */
+    struct rec_head *r = events.ringbuf_reserve(sizeof(struct rec_head));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(r, REC_EXIT);
+    events.ringbuf_submit(r, 0);
+    return 0;
+}

@@ -25,6 +25,7 @@ REC_ESTABLISHED = 5
 REC_CLOSE = 6
 REC_EXEC = 7
 REC_SSL_FD = 8
+REC_EXIT = 9
 
 SRC_TLS = 1
 SRC_PLAIN = 2
@@ -124,6 +125,7 @@ _BY_TYPE: dict[int, type[ct.Structure]] = {
     REC_ESTABLISHED: ConnRec,
     REC_CLOSE: ConnRec,
     REC_EXEC: RecHead,
+    REC_EXIT: RecHead,
 }
 
 

@@ -129,7 +129,7 @@ class Tracker:
         return ev
 
     def forget_process(self, pid: int) -> None:
-        """A new program replaced the process image (exec): drop cached names."""
+        """The process ran a new program or ended (its pid will be reused): forget it."""
         self._procs.pop(pid, None)
 
     def _conn_for(self, pid: int, fd: int, sk: int) -> Conn | None:
@@ -191,7 +191,7 @@ class Tracker:
             return []
         if kind in (records.REC_CONNECT, records.REC_ESTABLISHED, records.REC_CLOSE):
             return self._connection(kind, rec)
-        if kind == records.REC_EXEC:
+        if kind in (records.REC_EXEC, records.REC_EXIT):
             self.forget_process(rec.pid)
             return []
         self._count("unknown_record")
