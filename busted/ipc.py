@@ -77,6 +77,9 @@ class BatchSender:
         if self.pending and restart_timer:
             # The flush deadline counts from the oldest event still waiting.
             self.first_pending_at = self.clock()
+        if self.pending and any(e.get("held") for e in events):
+            # A process is stopped until this event's verdict: no batching delay.
+            self.flush()
 
     def send_frame(self, frame: bytes, count: int) -> None:
         """Forward an already-encoded batch as is (pass-through stages)."""

@@ -111,6 +111,8 @@ class ProcessedEvent(TypedDict, total=False):
     policy_reasons: list[str]
     policy_error: str
     action: str  # enforcement action taken: "killed", "blocked", "would-kill", ...
+    held: bool  # the writer is stopped until this event's verdict (--enforce)
+    hold_id: int  # names the hold in the verdict sent back to capture
     hold_ms: float  # how long a held write waited for its verdict
     # --- payload ------------------------------------------------------------------
     conn_id: int  # capture's id of the connection (stable for its lifetime, per pid)
@@ -170,6 +172,8 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "policy_reasons": [],
     "policy_error": "",
     "action": "",
+    "held": False,
+    "hold_id": 0,
     "hold_ms": 0.0,
     "conn_id": 0,
     "payload": b"",

@@ -43,3 +43,13 @@ def test_a_stalled_peer_costs_counted_drops_not_a_stall(tmp_path):
     assert sender.sent + sender.dropped == 200
     push.close()
     pull.close()
+
+
+def test_a_held_event_is_sent_at_once(tmp_path):
+    push, pull = _pair(tmp_path, hwm=100)
+    sender = ipc.BatchSender(push, batch_size=64, flush_interval_s=10)
+    sender.add([{"seq": 1}, {"seq": 2, "held": True}])
+    assert pull.poll(1000)
+    assert [e["seq"] for e in schema.decode_batch(pull.recv())] == [1, 2]
+    push.close()
+    pull.close()
