@@ -145,6 +145,9 @@ class MonitorRun:
         self.proc: subprocess.Popen | None = None
         self.sub = None
         self.ready_s = 0.0
+        self._cpu_since = time.monotonic()
+        self._cpu_last = {}
+        self._cpu_total = 0.0
 
     def start(self) -> None:
         import zmq
@@ -165,6 +168,42 @@ class MonitorRun:
                 tail = "\n".join(self.stderr[-30:])
                 raise BenchError(f"`busted monitor --source bpf` did not become ready:\n{tail}")
         self.ready_s = time.monotonic() - started
+        self._cpu_since = time.monotonic()
+        self._cpu_last: dict[int, float] = {}
+        self._cpu_total = 0.0
+        self._sample_cpu(baseline=True)
+        threading.Thread(target=self._cpu_sampler, daemon=True).start()
+
+    def _sample_cpu(self, baseline: bool = False) -> None:
+        """Add the CPU time the supervisor and its workers used since the last sample.
+        Sampled twice a second so a worker killed and restarted meanwhile still counts
+        (its last sample) and its successor counts from zero."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for proc in procs:
+            try:
+                now = sum(proc.cpu_times()[:2])
+            except psutil.Error:
+                continue
+            before = self._cpu_last.get(proc.pid, now if baseline else 0.0)
+            self._cpu_total += max(0.0, now - before)
+            self._cpu_last[proc.pid] = now
+
+    def _cpu_sampler(self) -> None:
+        while self.proc is not None and self.proc.poll() is None and self.sub is not None:
+            time.sleep(0.5)
+            self._sample_cpu()
+
+    def cores_used(self) -> float:
+        """Average CPU cores the monitor used since it was ready: on a small machine, what
+        the traced programs could not use."""
+        self._sample_cpu()
+        return round(self._cpu_total / max(1e-6, time.monotonic() - self._cpu_since), 2)
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -354,6 +393,7 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
         "all_clients_captured": all(w.get("captured", False) for r in rounds
                                     for w in r["on"].values()),
         "monitor_ready_s": [r["monitor_ready_s"] for r in rounds],
+        "monitor_cores": [r.get("monitor_cores") for r in rounds],
         "rounds": rounds,
         "cpus": os.cpu_count(),
     }
@@ -361,14 +401,19 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
+    load = report["load_average"]
+    if max(load["start"], load["end"]) > report["cpus"]:
+        echo(f"WARNING: the machine was busy (load average {load['start']} at the start, "
+             f"{load['end']} at the end, {report['cpus']} CPUs): the ratios mostly measure "
+             "the other load. Re-run on a quiet machine.")
     echo("Per call, CPU time of the client thread (µs; 'added' = with minus without, "
          "median of rounds):")
     for fn, f in report["per_call"].items():
-        floor = f"floor: empty uprobe at entry +{f['floor_entry_added_us']:.1f}"
+        floor = f"floor: empty uprobe at entry {f['floor_entry_added_us']:+.1f}"
         if "floor_call_added_us" in f:
-            floor += f", at the call (+4) +{f['floor_call_added_us']:.1f}"
+            floor += f", at the call (+4) {f['floor_call_added_us']:+.1f}"
         echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
-             f"added +{f['added_us']:.1f} (wall +{f['wall_added_us']:.1f})   ({floor})")
+             f"added {f['added_us']:+.1f} (wall {f['wall_added_us']:+.1f})   ({floor})")
     echo("Requests/s, monitor on / off:")
     labels = {"loop_1k": "tight loop, 1 KiB requests", "loop_16k": "tight loop, 16 KiB requests",
               "agent": "agent-like, answers streamed over ~20 ms (goal >= 0.98)"}
@@ -383,6 +428,8 @@ def print_report(report: dict[str, Any]) -> None:
     restarts = [r for r in ev["worker_restarts"] if r]
     echo(f"Worker restarts during the runs: {restarts or 'none'}; every client captured: "
          f"{'yes' if report['all_clients_captured'] else 'NO'}")
+    echo(f"CPU cores used by the monitor while measured: {report['monitor_cores']} "
+         f"(of {report['cpus']})")
     echo("Note: the loopback server is traced too, so the loop ratios count both ends.")
 
 
@@ -411,6 +458,7 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
         raise PrivilegeError("busted bench probes loads eBPF programs and needs root.",
                              "Run it with sudo.")
     say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    load_start = round(os.getloadavg()[0], 2)
     workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
     workdir.chmod(0o711)  # the unprivileged worker account must traverse it
     bench = Bench(workdir, calls, duration, agent_duration, say)
@@ -437,6 +485,7 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
                     try:
                         result["on"] = {name: bench.run(args, monitor=monitor)
                                         for name, args in bench.workloads()}
+                        result["monitor_cores"] = monitor.cores_used()
                     finally:
                         result["monitor"] = monitor.stop()
                     result["monitor_ready_s"] = round(monitor.ready_s, 1)
@@ -448,6 +497,8 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
         bench.close()
     report = summarize(results, floor_call)
     report["command"] = "busted bench probes " + " ".join(sys.argv[3:])
+    # Other work on the machine moves every figure: say how busy it was.
+    report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
