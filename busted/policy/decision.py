@@ -26,6 +26,7 @@ from busted.schema import DECISIONS, FIELD_DEFAULTS, complete
 
 # Higher wins.
 PRECEDENCE = {"allow": 0, "audit": 1, "deny": 2}
+_RANKS = PRECEDENCE
 _BY_RANK = {rank: name for name, rank in PRECEDENCE.items()}
 ERROR_DEFAULTS = ("allow", "deny")
 
@@ -37,14 +38,14 @@ class Decision:
     decision: str  # allow / audit / deny
     reasons: list[str] = field(default_factory=list)
     error: str = ""  # why the decision is the error default, "" if evaluated cleanly
-    values: list[str] = field(default_factory=list)  # every decision value the rules produced
+    values: list[Any] = field(default_factory=list)  # every decision value the rules produced
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "decision": self.decision,
             "reasons": self.reasons,
             "error": self.error,
-            "values": self.values,
+            "values": sorted({str(v) for v in self.values}),
         }
 
 
@@ -79,19 +80,23 @@ class Projection:
                 nested.setdefault(top, []).append(key)
             elif top != "payload":  # the raw bytes are never policy input
                 whole.append(top)
-        self.whole = [(name, FIELD_DEFAULTS.get(name, _ABSENT)) for name in whole]
+        self.names = tuple(name for name in whole if name in FIELD_DEFAULTS)
+        self.defaults = tuple(FIELD_DEFAULTS[name] for name in self.names)
+        self.extra = [name for name in whole if name not in FIELD_DEFAULTS]
         self.nested = [(top, keys, FIELD_DEFAULTS.get(top, _ABSENT)) for top, keys in nested.items()]
 
     def __call__(self, event: dict[str, Any]) -> str:
         get = event.get
-        doc = {}
-        for name, default in self.whole:
+        # zip/map keep the per-field loop in C: this runs for every event.
+        doc = dict(zip(self.names, map(get, self.names, self.defaults), strict=True))
+        if None in doc.values():  # present but unknown reads as the default too
+            for name, default in zip(self.names, self.defaults, strict=True):
+                if doc[name] is None:
+                    doc[name] = default
+        for name in self.extra:  # not schema fields: present only if the event has them
             value = get(name)
-            if value is None:
-                if default is _ABSENT:
-                    continue  # not a schema field and not in this event: undefined
-                value = default
-            doc[name] = value
+            if value is not None:
+                doc[name] = value
         for top, keys, default in self.nested:
             value = get(top)
             if isinstance(value, dict):
@@ -115,40 +120,52 @@ def _jsonable(value: Any) -> Any:
 def combine(result: Any, on_error: str = "allow") -> Decision:
     """Turn the policy set's result document into a :class:`Decision`.
 
-    Runs once per event, so the common case (a few known values, few reasons) takes
-    the short path: no sets or sorting unless there is something to merge.
+    Runs once per event, so the common case (known values, a reason or two) takes a
+    short path: no sets, sorting or generators unless there is something to merge.
     """
-    if not isinstance(result, dict):
+    if type(result) is not dict:
         return Decision("allow")  # nothing defined at all
     values = result.get("decisions")
-    values = list(values) if isinstance(values, list) else _as_list(values)
-    # deny / audit sets (or booleans) decide as their name says.
-    for name in ("deny", "audit"):
-        found = result.get(name)
-        if found is True or (found and not isinstance(found, bool)):
-            values.append(name)
+    deny = result.get("deny")
+    audit = result.get("audit")
+    listed = result.get("reasons")
     best = -1
     unknown = None
-    for value in values:
-        rank = PRECEDENCE.get(value) if isinstance(value, str) else None
-        if rank is None:
-            if value is not None:
-                unknown = [*(unknown or []), value]
-        elif rank > best:
-            best = rank
-    reasons: list[str] = []
-    for key in ("reasons", "deny", "audit"):
-        found = result.get(key)
-        if found:
-            reasons.extend(_reason_text(r) for r in _as_list(found))
-    if len(reasons) > 1:
-        reasons = sorted(set(reasons))
+    if values:
+        if type(values) is not list:
+            values = _as_list(values)
+        for value in values:
+            rank = _RANKS.get(value) if type(value) is str else None
+            if rank is None:
+                if value is not None:
+                    unknown = [*(unknown or []), value]
+            elif rank > best:
+                best = rank
+    else:
+        values = []
+    # deny / audit sets (or booleans) decide as their name says; members are reasons.
+    if deny is True or (deny and deny is not False):
+        best = 2
+        values = [*values, "deny"]
+    if audit is True or (audit and audit is not False):
+        best = max(best, 1)
+        values = [*values, "audit"]
+    if listed or deny or audit:
+        reasons = [
+            r if type(r) is str else _reason_text(r)
+            for found in (listed, deny, audit) if found
+            for r in _as_list(found)
+        ]
+        if len(reasons) > 1:
+            reasons = sorted(set(reasons))
+    else:
+        reasons = []
     error = ""
     if unknown:
         shown = ", ".join(sorted(json.dumps(v) for v in unknown))
         error = f"decision has unexpected value(s) {shown}; expected one of {', '.join(DECISIONS)}"
     decision = _BY_RANK[best] if best >= 0 else (on_error if unknown else "allow")
-    return Decision(decision, reasons, error, sorted({str(v) for v in values if v is not None}))
+    return Decision(decision, reasons, error, values)
 
 
 def _as_list(value: Any) -> list[Any]:
