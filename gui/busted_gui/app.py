@@ -86,6 +86,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
         self.selected: int | None = None  # uid
         self.selected_event: dict[str, Any] | None = None
         self.show_detail = True
+        self.detail_width = DETAIL_WIDTH
         self.tab = "events"
         self.group_by = "process"
         self.quit_requested = False
@@ -232,7 +233,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
     def toggle_detail(self) -> None:
         self.show_detail = not self.show_detail
         dpg.configure_item("detail", show=self.show_detail)
-        dpg.configure_item("table_area", width=-DETAIL_WIDTH - 8 if self.show_detail else -1)
+        dpg.configure_item("table_area", width=-self.detail_width - 8 if self.show_detail else -1)
 
     def set_tab(self, name: str) -> None:
         self.tab = name

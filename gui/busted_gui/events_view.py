@@ -29,7 +29,8 @@ from busted_gui.stream import PROBLEM_STATES, STALE
 
 MAX_ROWS = 80  # the row pool: enough for a tall window
 ROW_HEIGHT = 23  # minimum; the drawn pitch is measured (_measure_rows)
-DETAIL_WIDTH = 350
+DETAIL_WIDTH = 350  # at 1280 px; the panel takes ~28% of the window (_fit_detail)
+DETAIL_MIN, DETAIL_MAX = 300, 480
 ALL = "All"
 
 # Column weights of the events table (stretch: they share the width in these ratios).
@@ -115,6 +116,7 @@ class EventsViewMixin:
         return self.store.get(uid)
 
     def _update_table(self) -> None:
+        self._fit_detail()
         height = dpg.get_item_rect_size("table_area")[1] if self.frame_count > 1 else 600
         self._measure_rows()
         # Window padding (2 x 8) + the header row, then whole rows only.
@@ -193,6 +195,22 @@ class EventsViewMixin:
         else:
             dpg.set_value(self._ids["empty"], "")
 
+    def _fit_detail(self) -> None:
+        """Give the detail panel a share of the window's width (the table the rest)."""
+        width = dpg.get_viewport_client_width()
+        wanted = int(min(DETAIL_MAX, max(DETAIL_MIN, width * 0.28)))
+        if abs(wanted - self.detail_width) < 8:
+            return
+        self.detail_width = wanted
+        if self.show_detail:
+            dpg.configure_item("table_area", width=-wanted - 8)
+        # The filter bar is one line: narrow windows get narrower fields.
+        narrow = width < 1200
+        for key, wide, small in (("search", 200, 110), ("f_provider", 118, 96),
+                                 ("f_class", 126, 104), ("f_process", 118, 96)):
+            dpg.configure_item(self._ids[key], width=small if narrow else wide)
+        self._render_detail()
+
     def _measure_rows(self) -> None:
         """Row pitch and header height as drawn (font, padding and theme decide them)."""
         if not (self._row_shown[0] and self._row_shown[1]) or self._row_measured:
@@ -249,7 +267,7 @@ class EventsViewMixin:
             dpg.add_text("Click a row or use ↑ ↓ to see its prompt, response,\n"
                          "headers, policy decision and process.", parent=body, color=theme.FAINT)
             return
-        wrap = DETAIL_WIDTH - 40
+        wrap = self.detail_width - 40
         with dpg.group(parent=body):
             with dpg.group(horizontal=True):
                 decision = decision_of(event) or "—"
