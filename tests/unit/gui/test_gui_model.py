@@ -192,3 +192,15 @@ def test_the_dashboard_never_imports_bcc():
         "assert 'bcc' not in sys.modules; assert 'dearpygui' not in sys.modules, 'lazy'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_iso_timestamps_from_a_json_replay_are_understood():
+    from busted_gui.model import timestamp_of
+
+    assert timestamp_of({"timestamp": "2026-11-25T21:50:43.422Z"}) == 1795643443.422
+    assert timestamp_of({"timestamp": 12.5}) == 12.5
+    assert timestamp_of({"timestamp": "yesterday"}) == 0.0
+    assert timestamp_of({}) == 0.0
+    store = EventStore()
+    store.add_many([ev(timestamp="2026-11-25T21:50:43.422Z", llm_provider="OpenAI")])
+    assert store.providers["OpenAI"].last_seen == 1795643443.422
