@@ -35,7 +35,7 @@ Event = dict[str, Any]
 
 STALE_AFTER_S = 3.0  # the daemon publishes stats every second; silence this long is stale
 RECHECK_S = 0.5  # how often the socket file is looked at again
-RCVHWM = 20_000  # messages (batches) queued in the SUB socket before libzmq drops
+RCVHWM = 1_000  # batches (~64 events each) libzmq may queue for us; beyond, seq gaps
 
 # Connection states (ConnectionStatus.state).
 CONNECTING = "connecting"
