@@ -151,6 +151,8 @@ struct conn_key {
 #ifdef BUSTED_KERNEL
 #include <uapi/linux/ptrace.h>
 /* ---- maps and helpers shared by all programs (kernel side only) -------------- */
+/* Per-process and per-connection state lives in LRU maps: a process that dies
+ * without closing leaves entries behind, and those must age out on their own. */
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
@@ -159,9 +161,9 @@ BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
  * write would waste the ring. */
 BPF_PERCPU_ARRAY(scratch, struct data_rec, 1);
 /* present = userspace judged the connection uninteresting: copy no more payload */
-BPF_HASH(verdicts, struct conn_key, u8, 65536);
+BPF_TABLE("lru_hash", struct conn_key, u8, verdicts, 65536);
 /* sockets whose payload the syscall tracepoints copy (plaintext.bpf.c, dns.bpf.c) */
-BPF_HASH(watched, struct fd_key, struct watch, 65536);
+BPF_TABLE("lru_hash", struct fd_key, struct watch, watched, 65536);
 /* per-cpu count of read records, to wake the consumer only every Nth one */
 BPF_PERCPU_ARRAY(read_records, u64, 1);
 /* per-cpu connection id counter: ids are (count << 8 | cpu), unique without atomics */
@@ -169,7 +171,7 @@ BPF_PERCPU_ARRAY(conn_counter, u64, 1);
 /* busted's own processes (filled by userspace): never traced, no feedback loops */
 BPF_HASH(ignored_pids, u32, u8, 64);
 /* each thread's last TCP socket, for TLS libraries that do their own I/O (node) */
-BPF_HASH(tid_sk, u32, u64, 65536);
+BPF_TABLE("lru_hash", u32, u64, tid_sk, 65536);
 
 static __always_inline void count_lost(u32 slot)
 {

@@ -38,8 +38,9 @@ struct sk_state {
     s32 fd;
 };
 
+/* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(connect_calls, u64, struct connect_call, 16384);
-BPF_HASH(socks, u64, struct sk_state, 65536);
+BPF_TABLE("lru_hash", u64, struct sk_state, socks, 65536);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
@@ -150,7 +151,9 @@ static __always_inline void count_bytes(u64 sk, int ret, int sent)
     else
         __sync_fetch_and_add(&st->received, ret);
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    tid_sk.update(&tid, &sk);
+    u64 *last = tid_sk.lookup(&tid);
+    if (!last || *last != sk) /* an LRU update costs more than a lookup */
+        tid_sk.update(&tid, &sk);
 }
 
 TRACEPOINT_PROBE(sock, sock_send_length)

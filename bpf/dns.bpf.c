@@ -15,6 +15,7 @@ struct mmsg_call {
     u32 pad;
 };
 
+/* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(mmsg_calls, u64, struct mmsg_call, 4096);
 
 /* struct mmsghdr { struct user_msghdr msg_hdr (56 bytes); unsigned int msg_len; } */

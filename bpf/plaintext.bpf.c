@@ -25,6 +25,7 @@ struct io_call {
     u8 pad[3];
 };
 
+/* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(io_calls, u64, struct io_call, 16384);
 
 static __always_inline int plain_port(u16 port)

@@ -25,6 +25,7 @@ struct tls_call {
     u64 sp;    /* stack pointer at entry: tells our return from a nested call's */
 };
 
+/* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);
 
 /* one stash per thread AND direction: node calls SSL_write from callbacks that run
