@@ -29,6 +29,8 @@ PRECEDENCE = {"allow": 0, "audit": 1, "deny": 2}
 _RANKS = PRECEDENCE
 _BY_RANK = {rank: name for name, rank in PRECEDENCE.items()}
 ERROR_DEFAULTS = ("allow", "deny")
+CACHE_ENTRIES = 4096
+CACHE_MAX_DOCUMENT = 1024  # bytes of input JSON; at most ~4 MiB of cache
 
 
 @dataclass(slots=True)
@@ -188,12 +190,18 @@ class Decider:
         policy: CompiledPolicy,
         on_error: str = "allow",
         input_fields: frozenset[str] | None = None,
+        cache: bool = False,
     ) -> None:
         if on_error not in ERROR_DEFAULTS:
             raise ValueError(f"on_error must be one of {ERROR_DEFAULTS}, not {on_error!r}")
         self.policy = policy
         self.on_error = on_error
         self.input_fields = None if input_fields is None else tuple(sorted(input_fields))
+        # Equal inputs get equal decisions from a deterministic policy set, and many
+        # events share their policy-relevant fields (connections and DNS to one host,
+        # no payload). Only short documents are kept: one with a payload rarely repeats.
+        self.cache: dict[str, Decision] | None = {} if cache else None
+        self.cache_hits = 0
         self._document = (
             input_document if input_fields is None else Projection(input_fields)
         )
@@ -210,7 +218,19 @@ class Decider:
             document = self._document(event)
         except (TypeError, ValueError) as exc:  # an event our encoder cannot represent
             return Decision(self.on_error, [], f"input not representable as JSON: {exc}")
-        return self.decide_json(document)
+        cache = self.cache
+        if cache is None or len(document) > CACHE_MAX_DOCUMENT:
+            return self.decide_json(document)
+        decision = cache.get(document)
+        if decision is not None:
+            self.cache_hits += 1
+            return decision
+        decision = self.decide_json(document)
+        if not decision.error:
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()  # crude, but bounded and cheap; it refills with what repeats
+            cache[document] = decision
+        return decision
 
 
 def build_decider(policy_set: PolicySet, on_error: str = "allow", *, prefer_vm: bool = True) -> Decider:
@@ -218,7 +238,7 @@ def build_decider(policy_set: PolicySet, on_error: str = "allow", *, prefer_vm: 
     from busted.policy.samples import shipped_events
 
     policy = policy_set.compile(prefer_vm=prefer_vm)
-    decider = Decider(policy, on_error, policy_set.input_fields)
+    decider = Decider(policy, on_error, policy_set.input_fields, cache=policy_set.deterministic)
     if policy.uses_vm:
         policy.verify_vm([input_document(e, decider.input_fields) for e in shipped_events()])
     return decider

@@ -74,6 +74,7 @@ class LoadedModule:
     tests: tuple[TestRule, ...]
     rules: tuple[str, ...]  # names of its non-function rules (for `policy eval`)
     input_fields: frozenset[str] | None  # input.X it reads; None = the whole input
+    deterministic: bool = True  # calls no builtin whose result can change (time, rand, http)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class PolicySet:
                 return None
             fields |= m.input_fields
         return frozenset(fields)
+
+    @property
+    def deterministic(self) -> bool:
+        """Same input, same result: then a decision may be reused for an equal input."""
+        return all(m.deterministic for m in self.modules)
 
     def rules(self, package: str = PACKAGE) -> list[str]:
         """Rule names of a package, generated ones left out, in a stable order."""
@@ -314,8 +320,37 @@ def _prepare(source: Source, counter: list[int]) -> LoadedModule:
     } | ({DECISION} if decision_names else set())))
     return LoadedModule(
         Module(source.name, text, rego_v0), package, tuple(decision_names), tests, rules,
-        _input_fields(ast),
+        _input_fields(ast), not _calls_any(ast, _NONDETERMINISTIC),
     )
+
+
+# Builtins whose result is not a function of input and data alone.
+_NONDETERMINISTIC = ("time.now_ns", "rand.", "uuid.", "http.send", "net.lookup_ip_addr",
+                     "opa.runtime", "io.jwt.decode_verify", "print", "trace")
+
+
+def _calls_any(ast: dict[str, Any], prefixes: tuple[str, ...]) -> bool:
+    found = False
+
+    def visit(node: Any) -> None:
+        nonlocal found
+        if found:
+            return
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            call = node.get("Call")
+            if isinstance(call, dict):
+                name = _ref_path(call.get("fcn", {}))
+                if any(name == p or (p.endswith(".") and name.startswith(p)) for p in prefixes):
+                    found = True
+                    return
+            for value in node.values():
+                visit(value)
+
+    visit(ast.get("rules", []))
+    return found
 
 
 def _input_fields(ast: dict[str, Any]) -> frozenset[str] | None:

@@ -69,8 +69,8 @@ class PolicyStage(Stage):
             decision = decide(event)
             event["policy"] = outcome = decision.decision
             counts[outcome] += 1
-            if decision.reasons:
-                event["policy_reasons"] = decision.reasons
+            if decision.reasons:  # a copy: decisions are shared through the cache
+                event["policy_reasons"] = list(decision.reasons)
             if decision.error:
                 event["policy_error"] = decision.error
                 errors += 1
@@ -91,6 +91,7 @@ class PolicyStage(Stage):
         if live is not None:
             self.stats["reload_errors"] = live.reload_errors
             self.stats["vm_fallbacks"] = live.decider.policy.vm_fallbacks
+            self.stats["cache_hits"] = live.decider.cache_hits
         return []
 
 

@@ -118,3 +118,14 @@ def test_help_texts_end_with_examples():
 def test_missing_directory_is_a_usage_error():
     result = run("policy", "check", "--dir", "/nonexistent")
     assert result.returncode == 2 and "no such directory" in result.stderr
+
+
+def test_bench_policy_reports_rates_as_json():
+    result = run("bench", "policy", "--seconds", "0.2", "--engine", "vm", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["modules"] >= 7 and "tls_payload" in report["input_fields"]
+    for mix in ("vm/llm", "vm/all"):
+        assert report["results"][mix]["per_s"] > 0
+        assert report["results"][mix]["engine_used"] == "vm"
+    assert isinstance(report["meets_goal"], bool)

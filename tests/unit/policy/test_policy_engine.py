@@ -80,3 +80,19 @@ def test_vm_disagreeing_with_the_interpreter_is_dropped():
     assert not decider.policy.uses_vm
     assert "disagree" in decider.policy.vm_error
     assert decider.decide({}).decision == "allow"
+
+
+def test_equal_inputs_reuse_the_decision_of_a_deterministic_set():
+    decider = build_decider(loader.load([SHIPPED]))
+    assert decider.cache is not None
+    connect = {"event_type": "TCP_CONNECT", "dst_ip": "160.79.104.10", "pid": 1}
+    first = decider.decide(connect)
+    again = decider.decide({**connect, "pid": 2, "src_port": 4000})  # fields no policy reads
+    assert again is first and decider.cache_hits == 1
+
+
+def test_time_dependent_policies_are_never_cached():
+    rule = 'package busted\nimport rego.v1\naudit contains "late" if time.now_ns() > 0\n'
+    decider = build_decider(loader.load(rules=[rule]))
+    assert decider.cache is None
+    assert decider.decide({}).decision == "audit"
