@@ -13,8 +13,10 @@
  *   SSL_free lets userspace and the maps forget an SSL*.
  *
  * Cost per hooked call: the uprobe trap (+ uretprobe), a hash update and delete, and
- * one ring record per CHUNK_SIZE of plaintext. Connections judged uninteresting
- * (verdicts map) stop at the entry probe.
+ * one ring record per CHUNK_SIZE of plaintext. Measured with bpf_stats on this VM for
+ * 100-byte calls: entry ~0.6 us, return ~1.5 us of BPF time, plus ~1.3 us for the
+ * two emulated traps (KernelSource.program_stats reports the BPF part). Connections
+ * judged uninteresting (verdicts map) stop at the entry probe.
  */
 #include "busted.h"
 

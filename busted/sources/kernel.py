@@ -304,6 +304,23 @@ class KernelSource:
             out[name] = int(sum(table[ct.c_int(slot)]))
         return out
 
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """Per BPF program: (runs, total ns) since load, from the kernel's own counters.
+
+        The kernel counts only while ``/proc/sys/kernel/bpf_stats_enabled`` is 1 (the
+        caller turns it on; it costs every BPF program two clock reads). This is the
+        in-kernel part of what a traced call pays, free of the noise of wall clocks.
+        """
+        if self._bpf is None:
+            return {}
+        out = {}
+        for name, fn in self._bpf.funcs.items():
+            found = _prog_run_stats(fn.fd)
+            if found is not None:
+                key = name.decode() if isinstance(name, bytes) else str(name)
+                out[key] = found
+        return out
+
     def stats(self) -> dict[str, int]:
         lost = self.lost_counters()
         out = {
@@ -326,6 +343,28 @@ class KernelSource:
             self._out.extend(self.tracker.flush())
             self._bpf.cleanup()
             self._bpf = None
+
+
+class _BpfInfoAttr(ct.Structure):
+    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+
+_SYS_BPF = 321  # x86-64
+_BPF_OBJ_GET_INFO_BY_FD = 15
+# offsets of run_time_ns / run_cnt in struct bpf_prog_info (uapi, stable since 5.1)
+_RUN_TIME_AT, _RUN_CNT_AT = 192, 200
+
+
+def _prog_run_stats(fd: int) -> tuple[int, int] | None:
+    info = (ct.c_ubyte * 256)()
+    attr = _BpfInfoAttr(fd, ct.sizeof(info), ct.addressof(info))
+    libc = ct.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_BPF, _BPF_OBJ_GET_INFO_BY_FD, ct.byref(attr), ct.sizeof(attr)) != 0:
+        return None
+    raw = bytes(info)
+    run_ns = int.from_bytes(raw[_RUN_TIME_AT:_RUN_TIME_AT + 8], "little")
+    runs = int.from_bytes(raw[_RUN_CNT_AT:_RUN_CNT_AT + 8], "little")
+    return runs, run_ns
 
 
 def _is_busted(pid: int, proc: str) -> bool:

@@ -467,3 +467,19 @@ def test_asyncio_memory_bio_client_is_captured(source, tls_server, cert):
     """
     proc = run_client(source, code, str(tls_server.port), str(cert[0]), ADDR, SNI)
     _check_request_and_answer(source, proc, tls_server, b'"asyncio":1')
+
+
+def test_program_stats_count_the_tls_probes(source, tls_server, cert):
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    previous = path.read_text().strip()
+    path.write_text("1")
+    try:
+        before = source.program_stats()
+        proc = _tls_client(source, tls_server, cert)
+        _finish(proc, source)
+        after = source.program_stats()
+    finally:
+        path.write_text(previous)
+    runs = after["tls_write_return"][0] - before["tls_write_return"][0]
+    spent = after["tls_write_return"][1] - before["tls_write_return"][1]
+    assert runs >= 1 and spent > 0
