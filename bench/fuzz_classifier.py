@@ -19,8 +19,10 @@ CPU time per input (mean, p99.9, max, with the slowest input saved too).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import random
+import signal
 import sys
 import time
 import traceback
@@ -138,7 +140,7 @@ def run(count: int, seed: int, crash_dir: Path, progress: bool) -> dict:
         times.append(elapsed)
         if elapsed > worst[0]:
             worst = (elapsed, data)
-        if progress and i and i % 100000 == 0:
+        if progress and i and i % 20000 == 0:
             print(
                 f"{i:>9,} inputs, {sum(errors.values())} exceptions, max {worst[0] * 1e3:.1f} ms",
                 file=sys.stderr,
@@ -163,6 +165,7 @@ def run(count: int, seed: int, crash_dir: Path, progress: bool) -> dict:
 
 
 def main() -> int:
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> shows where a slow input is
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -60,18 +60,19 @@ def parse_json(data: bytes | str) -> Any:
 class _Body:
     """A message body decoded once, with the scans both PII detection and masking use."""
 
-    __slots__ = ("data", "tokens", "masked", "secrets", "text")
+    __slots__ = ("data", "tokens", "mapped", "masked", "secrets", "text")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         scanned = data[:MAX_SCAN]
-        self.tokens = locate.token_windows(scanned) if scanned else []
+        self.mapped = locate.classes(scanned)
+        self.tokens = locate.token_windows(scanned, mapped=self.mapped) if scanned else []
         masked, self.secrets = redact.mask_bytes(data, self.tokens if len(data) <= MAX_SCAN else None)
         self.text = to_text(data) if data else ""
         self.masked = to_text(masked[:MAX_PAYLOAD_TEXT]) if self.secrets else self.text[:MAX_PAYLOAD_TEXT]
 
     def pii(self) -> dict[str, Any]:
-        types = pii.scan(self.data[:MAX_SCAN], self.tokens) if self.data else []
+        types = pii.scan(self.data[:MAX_SCAN], self.tokens, self.mapped) if self.data else []
         return {"pii_detected": bool(types), "pii_types": types}
 
 

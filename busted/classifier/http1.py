@@ -22,6 +22,7 @@ _METHODS = frozenset(
 )
 _MAX_HEADER_BYTES = 64 * 1024  # a header block larger than this is not HTTP we care about
 _MAX_CHUNK_LINE = 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 @dataclass(slots=True)
@@ -319,12 +320,13 @@ class Http1Parser:
                     break
                 continue
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
+            # int() would take "-5", "+5" and "1_0": only plain hex digits frame a chunk
+            # (a negative size once sent this loop backwards forever).
+            if not size_text or len(size_text) > 16 or size_text.strip(_HEX_DIGITS):
                 msg.truncated = True
                 done = True
                 break
+            size = int(size_text, 16)
             if size == 0:
                 self._chunk_state = "trailer"
             else:

@@ -10,13 +10,18 @@ windows only. Typical prompts have no such place and cost almost nothing.
 
 from __future__ import annotations
 
-_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
-_TOKEN_TABLE = bytes(0x61 if i in _TOKEN_CHARS else 0x20 for i in range(256))
-_DIGIT_TABLE = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-."
+# One pass classifies every byte: digit -> "0", other token character -> "a", else " ".
+_CLASS_TABLE = bytes(0x30 if 0x30 <= i <= 0x39 else 0x61 if i in _TOKEN_CHARS else 0x20 for i in range(256))
 
 MIN_TOKEN = 20  # shortest secret we look for (AWS access key ids: 20)
 _TOKEN_NEEDLE = b"a" * MIN_TOKEN
 _DIGIT_NEEDLE = b"000"
+
+
+def classes(data: bytes) -> bytes:
+    """The class of every byte (see _CLASS_TABLE); share it between the scans below."""
+    return data.translate(_CLASS_TABLE)
 
 
 def _windows(mapped: bytes, needle: bytes, fill: int, pad: int) -> list[tuple[int, int]]:
@@ -40,11 +45,17 @@ def _windows(mapped: bytes, needle: bytes, fill: int, pad: int) -> list[tuple[in
     return out
 
 
-def token_windows(data: bytes, pad: int = 24) -> list[tuple[int, int]]:
+def token_windows(data: bytes, pad: int = 24, mapped: bytes | None = None) -> list[tuple[int, int]]:
     """Windows around runs of >= 20 token characters (keys, JWTs, base64)."""
-    return _windows(data.translate(_TOKEN_TABLE), _TOKEN_NEEDLE, 0x61, pad)
+    if mapped is None:
+        mapped = classes(data)
+    if b"0" in mapped:
+        mapped = mapped.replace(b"0", b"a")  # digits are token characters too
+    return _windows(mapped, _TOKEN_NEEDLE, 0x61, pad)
 
 
-def digit_windows(data: bytes, pad: int = 24) -> list[tuple[int, int]]:
+def digit_windows(data: bytes, pad: int = 24, mapped: bytes | None = None) -> list[tuple[int, int]]:
     """Windows around runs of >= 3 digits (phones, cards, SSNs, IBANs)."""
-    return _windows(data.translate(_DIGIT_TABLE), _DIGIT_NEEDLE, 0x30, pad)
+    if mapped is None:
+        mapped = classes(data)
+    return _windows(mapped, _DIGIT_NEEDLE, 0x30, pad)

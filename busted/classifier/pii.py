@@ -158,22 +158,27 @@ def _join(data: bytes, windows: list[tuple[int, int]]) -> bytes:
     return b"\n".join(data[a:b] for a, b in windows)
 
 
-def scan(content: str | bytes, tokens: list[tuple[int, int]] | None = None) -> list[str]:
+def scan(
+    content: str | bytes, tokens: list[tuple[int, int]] | None = None, mapped: bytes | None = None
+) -> list[str]:
     """Names of the PII / secret kinds present in ``content`` (in PII_TYPES order).
 
-    ``tokens`` are :func:`busted.classifier.locate.token_windows` of the same bytes
-    when the caller has them already (the masking code needs them too).
+    ``tokens`` and ``mapped`` are :func:`busted.classifier.locate.token_windows` and
+    :func:`~busted.classifier.locate.classes` of the same bytes when the caller has them
+    already (the masking code needs them too).
     """
     if not content:
         return []
     data = content.encode("utf-8", "replace") if isinstance(content, str) else content
     if len(data) > MAX_SCAN:
         data = data[:MAX_SCAN]
-        tokens = None
+        tokens = mapped = None
+    if mapped is None:
+        mapped = locate.classes(data)
     found: list[str] = []
     if b"@" in data and _EMAIL.search(_around(data, b"@", 80)):
         found.append("email")
-    digits = locate.digit_windows(data)
+    digits = locate.digit_windows(data, mapped=mapped)
     if digits:
         near = _join(data, digits)
         if _phone_found(near):
@@ -187,7 +192,7 @@ def scan(content: str | bytes, tokens: list[tuple[int, int]] | None = None) -> l
     if b"PRIVATE KEY" in data and _PRIVATE_KEY.search(data):
         found.append("private_key")
     if tokens is None:
-        tokens = locate.token_windows(data)
+        tokens = locate.token_windows(data, mapped=mapped)
     if tokens:
         near = _join(data, tokens)
         if _AWS_KEY.search(near):

@@ -14,6 +14,7 @@ import sys
 import click
 
 from busted.errors import UsageError
+from busted.schema import FIELDS
 
 
 @click.command(
@@ -52,7 +53,10 @@ def classify(direction: str, sni: str | None, dst: str | None, files: tuple[str,
             fields["dst_ip"] = ip.strip("[]")
             fields["dst_port"] = int(port)
         fields.update(classify_bytes(data, direction=direction, sni=sni, dst=dst))
-        sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
+        # Schema order (content_class before the details, tls_payload last) reads best.
+        ordered = {name: fields[name] for name in FIELDS if name in fields}
+        ordered.update(fields)
+        sys.stdout.write(json.dumps(ordered, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 

@@ -65,6 +65,14 @@ def test_truncated_input_is_still_parsed() -> None:
     assert isinstance(body_cut, HttpMessage) and body_cut.truncated and body_cut.body == b'{"a":'
 
 
+@pytest.mark.parametrize("size", [b"-5", b"+5", b"1_0", b"0x10", b"", b"fffffffffffffffffffff"])
+def test_bad_chunk_sizes_end_the_message(size: bytes) -> None:
+    # A negative size once sent the chunk loop backwards forever (found by the fuzzer).
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcdef\r\n0\r\n\r\n"
+    msg = parse_one(data)
+    assert isinstance(msg, HttpMessage) and msg.truncated
+
+
 def test_not_http_is_raw() -> None:
     assert isinstance(parse_one(b"\x16\x03\x01\x00\xa5"), RawChunk)
     assert isinstance(parse_one(b'{"jsonrpc": "2.0"}'), RawChunk)
