@@ -10,11 +10,10 @@ wraps them for one standalone capture.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from busted.classifier import llm, locate, mcp, pii, providers, redact, sdk, sse
+from busted.classifier import jsonparse, llm, locate, mcp, pii, providers, redact, sdk, sse
 from busted.classifier.body import decode_content, to_text
 from busted.classifier.http1 import HttpMessage
 
@@ -51,10 +50,7 @@ def parse_json(data: bytes | str) -> Any:
         data = data.strip()
         if not data or (data[:1] if isinstance(data, str) else data[:1].decode("latin-1")) not in "{[":
             return None
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+    return jsonparse.loads(data)
 
 
 class _Body:
@@ -157,7 +153,7 @@ def _request(msg: HttpMessage, body_: _Body, ctx: ConnContext) -> dict[str, Any]
     body = body_.data
     ctx.host = name
     ctype = (h.get("content-type") or "").lower()
-    obj = parse_json(body_.text) if body and ("json" in ctype or not ctype or body[:1] in b"{[") else None
+    obj = parse_json(body) if body and ("json" in ctype or not ctype or body[:1] in b"{[") else None
     salvaged = None
     if obj is None and body and body.lstrip()[:1] == b"{":
         salvaged = llm.salvage(to_text(body[:MAX_SCAN]))  # cut short by capture limits

@@ -7,9 +7,10 @@ to an accumulator. Cut-off streams are fine: a partial last line is skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
+
+from busted.classifier import jsonparse
 
 MAX_EVENTS = 20000  # beyond this a stream is summarised from what was seen
 
@@ -69,9 +70,4 @@ def iter_ndjson(text: str) -> Iterator[tuple[str, Any]]:
 def _loads(text: str) -> Any:
     if not text or text == "[DONE]" or text[0] not in "{[":
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-    except RecursionError:
-        return None
+    return jsonparse.loads(text)
