@@ -19,6 +19,7 @@ packages=(
     bpfcc-tools python3-bpfcc linux-headers-amd64   # bcc and headers it compiles against
     python3-venv python3-dev gcc make               # the venv and wheels that compile
     xvfb x11-apps imagemagick xdotool libgl1-mesa-dri  # GUI tests under Xvfb
+    fonts-dejavu-core                               # the dashboard's font
     curl openssl iproute2 util-linux procps dnsutils   # test clients and namespaces
     nodejs                                          # a client that embeds OpenSSL
 )
