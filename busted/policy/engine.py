@@ -307,6 +307,7 @@ class CompiledPolicy:
                 slow = f"error: {exc}"
             if fast != slow and not (str(fast).startswith("error") and str(slow).startswith("error")):
                 self._vm = None
+                self.prefer_vm = False  # and not again when engines are rebuilt
                 self.vm_error = f"VM and interpreter disagree on sample input {number}"
                 log.warning("policy: %s; using the interpreter (slower)", self.vm_error)
                 return False
