@@ -12,7 +12,11 @@ to /dev/null), and measures the same loopback TLS workloads in each
   the function has a ``call`` at +4 (Debian's libssl3), there (emulated, much cheaper);
 - requests/s ratio (monitor on / off) of a tight request loop with 1 KiB and 16 KiB
   requests, and of an agent-like workload (4 connections, answers streamed over ~20 ms);
-- events produced, dropped and lost (ring buffer included) by each monitor run.
+- events produced, dropped and lost (ring buffer included) by each monitor run, and the
+  CPU the monitor's processes used meanwhile;
+- once, after the rounds, the probes alone (KernelSource in this process, no workers)
+  with the kernel's per-program run counters: what the BPF programs themselves cost per
+  call, apart from the traps and from the workers' CPU (:mod:`busted.bench.kernel_cost`).
 
 Why the real monitor and not KernelSource in-process: what a user pays is the probes
 *and* the five workers competing for the same two cores; measuring KernelSource alone
@@ -32,102 +36,30 @@ import json
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from busted.errors import BustedError, PrivilegeError
+from busted.bench.kernel_cost import (
+    BenchError,
+    Floor,
+    KernelOnly,
+    bpf_cost,
+    call_at_plus4,
+    libssl_of,
+)
+from busted.config import DEFAULT_MAX_COPY
+from busted.errors import PrivilegeError
 
-FUNCTIONS = ("SSL_write_ex", "SSL_read_ex")
-# "Empty" but for a hit counter, so the floor is known to have fired once per call.
-EMPTY_PROBE = """
-BPF_ARRAY(hits, u64, 1);
-int empty(struct pt_regs *ctx) {
-    int zero = 0;
-    u64 *n = hits.lookup(&zero);
-    if (n)
-        __sync_fetch_and_add(n, 1);
-    return 0;
-}
-"""
 READY_TIMEOUT_S = 180  # bcc compiles the probes at start-up; slow on a busy 2-core VM
 CAPTURE_TIMEOUT_S = 20  # a new client must show up in the monitor's stream by then
-
-
-class BenchError(BustedError):
-    """The benchmark could not run (no monitor, server or client failed)."""
-
-
-# --- the floor: an empty uprobe ------------------------------------------------------------
-
-def _vaddr_to_offset(path: str, vaddr: int) -> int:
-    """File offset of a virtual address of an ELF64 file (through its PT_LOAD headers)."""
-    with open(path, "rb") as f:
-        header = f.read(64)
-        phoff, = struct.unpack_from("<Q", header, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    for i in range(phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
-            "<IIQQQQ", table, i * phentsize)
-        if p_type == 1 and p_vaddr <= vaddr < p_vaddr + p_filesz:
-            return vaddr - p_vaddr + p_offset
-    raise BenchError(f"address {vaddr:#x} is in no loaded segment of {path}")
-
-
-def call_at_plus4(lib: str) -> bool:
-    """True when both functions have a `call rel32` at +4 (a cheap, emulated probe site)."""
-    from bcc import BPF
-
-    for name in FUNCTIONS:
-        found = BPF.get_user_functions_and_addresses(lib, f"^{name}$")
-        if not found:
-            return False
-        offset = _vaddr_to_offset(lib, found[0][1])
-        with open(lib, "rb") as f:
-            f.seek(offset + 4)
-            if f.read(1) != b"\xe8":
-                return False
-    return True
-
-
-class Floor:
-    """Empty uprobes on SSL_write_ex / SSL_read_ex, bound to one pid at a time."""
-
-    def __init__(self) -> None:
-        from bcc import BPF
-
-        self.bpf = BPF(text=EMPTY_PROBE)
-
-    def hits(self) -> int:
-        return sum(v.value for v in self.bpf["hits"].values())
-
-    def attach(self, lib: str, pid: int, offset: int) -> None:
-        for name in FUNCTIONS:
-            self.bpf.attach_uprobe(name=lib, sym=name, sym_off=offset, fn_name="empty", pid=pid)
-
-    def detach(self, lib: str, pid: int, offset: int) -> None:
-        for name in FUNCTIONS:
-            try:
-                self.bpf.detach_uprobe(name=lib, sym=name, pid=pid, sym_off=offset)
-            except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
-                pass
-
-
-def libssl_of(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        path = line.split()[-1]
-        if "/libssl.so" in path:
-            return path
-    raise BenchError(f"client {pid} has no libssl mapped")
 
 
 # --- the monitor ---------------------------------------------------------------------------
@@ -283,8 +215,11 @@ class Bench:
     def percall(self) -> list[str]:
         return dict(self.workloads())["percall"]
 
-    def run(self, args: list[str], monitor: MonitorRun | None = None, floor: Floor | None = None,
-            floor_offset: int = 0) -> dict[str, Any]:
+    def run(self, args: list[str], monitor: MonitorRun | KernelOnly | None = None,
+            floor: Floor | None = None, floor_offset: int = 0,
+            around_go: tuple[Callable[[], None], Callable[[], None]] | None = None) -> dict[str, Any]:
+        """One workload in a fresh client; ``around_go`` runs just before the measurement
+        starts and just after its result arrived."""
         argv = [sys.executable, "-m", "busted.bench.tls_workload", "client", *args,
                 "--port", str(self.port), "--cafile", str(self.ca)]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -308,9 +243,13 @@ class Bench:
                 lib = libssl_of(proc.pid)
                 floor.attach(lib, proc.pid, floor_offset)
                 hits_before = floor.hits()
+            if around_go:
+                around_go[0]()
             proc.stdin.write("go\n")
             proc.stdin.flush()
             line = proc.stdout.readline()
+            if around_go:
+                around_go[1]()
             proc.wait(60)
         finally:
             if floor is not None and lib is not None:
@@ -414,6 +353,19 @@ def print_report(report: dict[str, Any]) -> None:
             floor += f", at the call (+4) {f['floor_call_added_us']:+.1f}"
         echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
              f"added {f['added_us']:+.1f} (wall {f['wall_added_us']:+.1f})   ({floor})")
+    ko = report.get("kernel_only")
+    if ko:
+        bpf = ko["bpf"]
+        ns = bpf["bpf_ns_per_call"]
+        echo(f"  probes alone (no workers): SSL_write_ex "
+             f"{report['per_call']['SSL_write_ex']['probes_only_added_us']:+.1f}, SSL_read_ex "
+             f"{report['per_call']['SSL_read_ex']['probes_only_added_us']:+.1f}; of which BPF "
+             f"programs (kernel counters): SSL_write_ex {ns.get('SSL_write_ex', '?')} ns, "
+             f"SSL_read_ex {ns.get('SSL_read_ex', '?')} ns")
+        for name, prog in bpf["programs"].items():
+            if name.startswith("tls_"):
+                echo(f"    {name:<22} {prog['runs_per_call']:.2f} runs/call, "
+                     f"{prog['ns_per_run']} ns/run")
     echo("Requests/s, monitor on / off:")
     labels = {"loop_1k": "tight loop, 1 KiB requests", "loop_16k": "tight loop, 16 KiB requests",
               "agent": "agent-like, answers streamed over ~20 ms (goal >= 0.98)"}
@@ -493,9 +445,15 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
                         line for line in monitor.stderr if "WARNING" in line or "ERROR" in line][:20]
             result["monitor"] = monitor_counters(result["monitor"])
             results.append(result)
+        say("probes alone: KernelSource in this process, the kernel's BPF run counters ...")
+        kernel_only = measure_kernel_only(bench, _max_copy(monitor_arg))
     finally:
         bench.close()
     report = summarize(results, floor_call)
+    report["kernel_only"] = kernel_only
+    for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
+        report["per_call"][fn]["probes_only_added_us"] = round(
+            kernel_only[key] - report["per_call"][fn]["no_monitor_us"], 3)
     report["command"] = "busted bench probes " + " ".join(sys.argv[3:])
     # Other work on the machine moves every figure: say how busy it was.
     report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
@@ -504,6 +462,37 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
     else:
         print_report(report)
     return 0
+
+
+def _max_copy(monitor_args: tuple[str, ...]) -> int:
+    """The --max-copy the monitor runs with, so the in-process probes copy as much."""
+    for i, arg in enumerate(monitor_args):
+        if arg.startswith("--max-copy="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--max-copy" and i + 1 < len(monitor_args):
+            return int(monitor_args[i + 1])
+    return DEFAULT_MAX_COPY
+
+
+def measure_kernel_only(bench: Bench, max_copy: int) -> dict[str, Any]:
+    """The per-call workload under the probes alone, with each program's BPF time."""
+    kernel = KernelOnly(max_copy)
+    kernel.start()
+    marks: dict[str, dict[str, tuple[int, int]]] = {}
+    try:
+        result = bench.run(bench.percall(), monitor=kernel, around_go=(
+            lambda: marks.__setitem__("before", kernel.program_stats()),
+            lambda: marks.__setitem__("after", kernel.program_stats())))
+    finally:
+        counters = kernel.stop()
+    return {
+        "write_us": round(result["write_us"], 3),
+        "read_us": round(result["read_us"], 3),
+        "captured": result.get("captured"),
+        "bpf": bpf_cost(marks.get("before", {}), marks.get("after", {}),
+                        result.get("total_calls", 0)),
+        "lost": counters.get("lost", 0),
+    }
 
 
 def libssl_of_python() -> str:

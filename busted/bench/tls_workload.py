@@ -222,10 +222,13 @@ def run_percall(client: Client, conn: ssl.SSLSocket, calls: int, repeats: int = 
     CPU time is what makes the figure usable on a shared machine (being descheduled does
     not count), and the minimum drops what other load adds (cache misses, interrupts)."""
     best: dict[str, float] = {}
+    total_calls = 0
     for _ in range(repeats):
-        for key, value in _percall_once(client, conn, calls).items():
+        once = _percall_once(client, conn, calls)
+        total_calls += int(once.pop("calls"))
+        for key, value in once.items():
             best[key] = min(best.get(key, value), value)
-    return {**best, "writes": calls, "repeats": repeats}
+    return {**best, "writes": calls, "repeats": repeats, "total_calls": total_calls}
 
 
 def _percall_once(client: Client, conn: ssl.SSLSocket, calls: int) -> dict[str, float]:
@@ -257,7 +260,8 @@ def _percall_once(client: Client, conn: ssl.SSLSocket, calls: int) -> dict[str, 
         read_wall += time.perf_counter() - wall
     reads = max(1, reads)
     return {"write_us": write_cpu / calls * 1e6, "read_us": read_cpu / reads * 1e6,
-            "write_wall_us": write_wall / calls * 1e6, "read_wall_us": read_wall / reads * 1e6}
+            "write_wall_us": write_wall / calls * 1e6, "read_wall_us": read_wall / reads * 1e6,
+            "calls": calls + reads}
 
 
 def run_loop(conn: ssl.SSLSocket, size: int, duration: float) -> dict[str, float]:

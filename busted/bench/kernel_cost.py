@@ -1,0 +1,173 @@
+"""What one traced TLS call pays in the kernel, for `busted bench probes`.
+
+- :class:`Floor`: an *empty* uprobe (a hit counter) on ``SSL_write_ex`` / ``SSL_read_ex``,
+  bound to one client pid, at the function entry or at +4 (the machine's floor: what
+  any probe there costs, before the monitor does any work);
+- :class:`KernelOnly`: the real probes (:class:`busted.sources.kernel.KernelSource`) in this
+  process with no pipeline behind them, drained by a thread, and the kernel's own run
+  counters switched on (``kernel.bpf_stats_enabled``), so the BPF time of each program
+  per call is read without the noise of clocks in a busy machine.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from busted.errors import BustedError
+
+FUNCTIONS = ("SSL_write_ex", "SSL_read_ex")
+# "Empty" but for a hit counter, so the floor is known to have fired once per call.
+EMPTY_PROBE = """
+BPF_ARRAY(hits, u64, 1);
+int empty(struct pt_regs *ctx) {
+    int zero = 0;
+    u64 *n = hits.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+class BenchError(BustedError):
+    """The benchmark could not run (no monitor, server or client failed)."""
+
+
+def _vaddr_to_offset(path: str, vaddr: int) -> int:
+    """File offset of a virtual address of an ELF64 file (through its PT_LOAD headers)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", table, i * phentsize)
+        if p_type == 1 and p_vaddr <= vaddr < p_vaddr + p_filesz:
+            return vaddr - p_vaddr + p_offset
+    raise BenchError(f"address {vaddr:#x} is in no loaded segment of {path}")
+
+
+def call_at_plus4(lib: str) -> bool:
+    """True when both functions have a `call rel32` at +4 (a cheap, emulated probe site)."""
+    from bcc import BPF
+
+    for name in FUNCTIONS:
+        found = BPF.get_user_functions_and_addresses(lib, f"^{name}$")
+        if not found:
+            return False
+        offset = _vaddr_to_offset(lib, found[0][1])
+        with open(lib, "rb") as f:
+            f.seek(offset + 4)
+            if f.read(1) != b"\xe8":
+                return False
+    return True
+
+
+class Floor:
+    """Empty uprobes on SSL_write_ex / SSL_read_ex, bound to one pid at a time."""
+
+    def __init__(self) -> None:
+        from bcc import BPF
+
+        self.bpf = BPF(text=EMPTY_PROBE)
+
+    def hits(self) -> int:
+        return sum(v.value for v in self.bpf["hits"].values())
+
+    def attach(self, lib: str, pid: int, offset: int) -> None:
+        for name in FUNCTIONS:
+            self.bpf.attach_uprobe(name=lib, sym=name, sym_off=offset, fn_name="empty", pid=pid)
+
+    def detach(self, lib: str, pid: int, offset: int) -> None:
+        for name in FUNCTIONS:
+            try:
+                self.bpf.detach_uprobe(name=lib, sym=name, pid=pid, sym_off=offset)
+            except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
+                pass
+
+
+def libssl_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "/libssl.so" in path:
+            return path
+    raise BenchError(f"client {pid} has no libssl mapped")
+
+
+class KernelOnly:
+    """KernelSource in this process, everything it captures drained and dropped.
+
+    No classify means no verdicts: every connection is copied, the costly path the
+    monitor keeps for the conversations it exists to see."""
+
+    def __init__(self, max_copy: int) -> None:
+        from busted.config import MonitorConfig
+        from busted.sources.kernel import KernelSource
+
+        self.source = KernelSource(MonitorConfig(source="bpf", max_copy=max_copy))
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._stats_before = ""
+
+    def start(self) -> None:
+        self._stats_before = BPF_STATS.read_text().strip()
+        BPF_STATS.write_text("1")  # two clock reads per BPF run while we measure
+        self.source.start()
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            for event in self.source.poll(0.05):
+                self.pids.add(event.get("pid"))
+
+    def saw_pid(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while pid not in self.pids:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        return self.source.program_stats()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join(5)
+        stats = self.source.stats()
+        self.source.close()
+        if self._stats_before:
+            BPF_STATS.write_text(self._stats_before)
+        return stats
+
+
+def bpf_cost(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+             calls: int) -> dict[str, Any]:
+    """Per program that ran: runs per client call and ns per run; and the BPF ns of one
+    ``SSL_write_ex`` / ``SSL_read_ex`` call (its entry program plus its return program).
+
+    Runs are counted host-wide: the loopback server's TLS calls (and anyone else's) run
+    the same programs, so runs per client call read high (~1 per program when both ends
+    are traced); ns per run does not depend on whose call it was."""
+    programs = {}
+    for name, (runs, ns) in sorted(after.items()):
+        runs0, ns0 = before.get(name, (0, 0))
+        if runs - runs0 <= 0:
+            continue
+        d_runs, d_ns = runs - runs0, ns - ns0
+        programs[name] = {"runs_per_call": round(d_runs / max(1, calls), 3),
+                          "ns_per_run": round(d_ns / d_runs)}
+    per_call = {}
+    for fn, direction in (("SSL_write_ex", "write"), ("SSL_read_ex", "read")):
+        enter, ret = programs.get(f"tls_{direction}_ex_enter"), programs.get(f"tls_{direction}_return")
+        if enter and ret:
+            per_call[fn] = enter["ns_per_run"] + ret["ns_per_run"]
+    return {"bpf_ns_per_call": per_call, "programs": programs}
