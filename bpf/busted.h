@@ -35,9 +35,11 @@
 #endif
 #define MAX_CHUNKS ((MAX_COPY + CHUNK_SIZE - 1) / CHUNK_SIZE)
 #define BT_RB_NO_WAKEUP 1
+#define BT_RB_FORCE_WAKEUP 2
 
 #define COMM_LEN 16
 #define SNI_LEN 128
+#define PATH_LEN 256
 #define DNS_PORT 53
 
 /* record types (rec_head.type) */
@@ -50,6 +52,7 @@
 #define REC_EXEC 7        /* struct rec_head only: a process called execve */
 #define REC_SSL_FD 8      /* struct ssl_rec: SSL_set_fd tied an SSL object to a socket */
 #define REC_EXIT 9        /* struct rec_head only: a process (thread group) ended */
+#define REC_LIBOPEN 10    /* struct path_rec: a process opened a libssl not yet probed */
 
 /* data_rec.source */
 #define SRC_TLS 1
@@ -126,6 +129,11 @@ struct conn_rec {
     u32 pad4;
     u8 saddr[16];   /* IPv4 in the first 4 bytes */
     u8 daddr[16];
+};
+
+struct path_rec {
+    struct rec_head h;
+    char path[PATH_LEN];
 };
 
 /* a socket of a process */

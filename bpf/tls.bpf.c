@@ -168,7 +168,9 @@ int tls_free_enter(struct pt_regs *ctx)
     return 0;
 }
 
-/* A process started a new program: userspace looks for OpenSSL copies it runs. */
+/* A process started a new program: userspace looks for OpenSSL copies it runs.
+ * The consumer is woken at once: a new node may open its first TLS connection within
+ * tens of milliseconds, and its probes must be in place by then. */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct rec_head *r = events.ringbuf_reserve(sizeof(struct rec_head));
@@ -177,7 +179,60 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     }
     fill_head(r, REC_EXEC);
-    events.ringbuf_submit(r, 0);
+    events.ringbuf_submit(r, BT_RB_FORCE_WAKEUP);
+    return 0;
+}
+
+/* ld.so (or dlopen) opening a libssl.so that is not probed yet: userspace attaches the
+ * uprobes by path before the library is even mapped (uprobes live on the inode). */
+struct lib_path {
+    char path[PATH_LEN];
+};
+BPF_PERCPU_ARRAY(path_scratch, struct path_rec, 1);
+/* paths userspace has handled (probed, or not OpenSSL): no record for them */
+BPF_HASH(known_libs, struct lib_path, u8, 4096);
+
+static __always_inline int ends_with(const char *path, u32 len, const char *suffix, u32 n)
+{
+    if (len < n + 1)
+        return 0;
+    if (path[(len - n - 1) & (PATH_LEN - 1)] != '/')
+        return 0;
+#pragma unroll
+    for (u32 i = 0; i < 13; i++) {
+        if (i >= n)
+            break;
+        if (path[(len - n + i) & (PATH_LEN - 1)] != suffix[i])
+            return 0;
+    }
+    return 1;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+    u32 zero = 0;
+    struct path_rec *r = path_scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    __builtin_memset(r->path, 0, sizeof(r->path));
+    long n = bpf_probe_read_user_str(r->path, sizeof(r->path), args->filename);
+    if (n < 11 || n > PATH_LEN)
+        return 0;
+    u32 len = n - 1;
+    char so3[] = "libssl.so.3";
+    char so11[] = "libssl.so.1.1";
+    char so[] = "libssl.so";
+    if (!ends_with(r->path, len, so3, 11) && !ends_with(r->path, len, so11, 13) &&
+        !ends_with(r->path, len, so, 9))
+        return 0;
+    if (known_libs.lookup((struct lib_path *)r->path))
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id))
+        return 0;
+    fill_head(&r->h, REC_LIBOPEN);
+    if (events.ringbuf_output(r, sizeof(*r), BT_RB_FORCE_WAKEUP) != 0)
+        count_lost(LOST_RINGBUF);
     return 0;
 }
 

@@ -16,6 +16,8 @@ ELF with ``struct`` only (no bcc): it runs in doctor and unit tests without root
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import mmap
 import os
 import re
@@ -109,23 +111,58 @@ def _parse(path: str, data: mmap.mmap, want: set[str] | None) -> ElfSymbols:
     ]
     symbols: dict[str, int] = {}
     for _name, sh_type, _fl, _addr, sh_offset, sh_size, sh_link, _info, _al, sh_entsize in sections:
-        if sh_type not in (2, 11) or not sh_entsize:  # SHT_SYMTAB, SHT_DYNSYM
+        if sh_type not in (2, 11) or sh_entsize != 24:  # SHT_SYMTAB, SHT_DYNSYM (Elf64_Sym)
             continue
-        str_off = sections[sh_link][4]
-        for j in range(sh_size // sh_entsize):
-            st_name, st_info, _other, st_shndx, st_value, _size = struct.unpack_from(
-                "<IBBHQQ", data, sh_offset + j * sh_entsize
-            )
-            if (st_info & 0xF) != 2 or st_shndx == 0 or not st_value:  # STT_FUNC, defined
+        str_off, str_size = sections[sh_link][4], sections[sh_link][5]
+        table = data[sh_offset : sh_offset + sh_size - sh_size % 24]
+        if want is not None:
+            # node exports ~100k symbols: find the wanted names in the string table
+            # once and compare offsets, instead of decoding every name
+            strings = data[str_off : str_off + str_size]
+            offsets = _name_offsets(strings, want)
+            for st_name, st_info, _o, st_shndx, st_value, _s in struct.iter_unpack("<IBBHQQ", table):
+                name = offsets.get(st_name)
+                if name and (st_info & 0xF) == 2 and st_shndx and st_value:
+                    symbols.setdefault(name, st_value)
+            continue
+        for st_name, st_info, _o, st_shndx, st_value, _s in struct.iter_unpack("<IBBHQQ", table):
+            if (st_info & 0xF) != 2 or st_shndx == 0 or not st_value:  # defined STT_FUNC
                 continue
             end = data.find(b"\0", str_off + st_name)
             name = data[str_off + st_name : end].decode("ascii", "replace").split("@")[0]
-            if want is None or name in want:
-                symbols.setdefault(name, st_value)
+            symbols.setdefault(name, st_value)
     return ElfSymbols(path, e_type == 2, symbols, tuple(segments))
 
 
 _VERDICTS: dict[tuple[int, int, int, int], bool] = {}  # (dev, ino, size, mtime) -> has it
+_PLANS: dict[tuple[int, str], list[ProbeSite]] = {}  # content fingerprint -> sites
+
+
+def fingerprint(path: str | os.PathLike) -> tuple[int, str] | None:
+    """Size and a hash of the first and last 64 KiB: copies of one binary (an agent that
+    ships its own node) share a plan without reading 100 MB of symbols again."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(65536)
+            f.seek(max(0, size - 65536))
+            tail = f.read(65536)
+    except OSError:
+        return None
+    return size, hashlib.sha1(head + tail).hexdigest()
+
+
+def _name_offsets(strings: bytes, names: set[str]) -> dict[int, str]:
+    """String-table offsets at which each wanted name starts (plain or name@VERSION)."""
+    out: dict[int, str] = {}
+    for name in names:
+        needle = name.encode()
+        for end in (b"\0", b"@"):
+            pos = strings.find(b"\0" + needle + end)
+            while pos >= 0:
+                out[pos + 1] = name
+                pos = strings.find(b"\0" + needle + end, pos + 1)
+    return out
 
 
 def has_openssl(path: str | os.PathLike) -> bool:
@@ -199,7 +236,13 @@ def calls(elf: ElfSymbols, vaddr: int, target: int, span: int = 96) -> bool:
 
 
 def _site(elf: ElfSymbols, fn: str, addr: int, ret: bool, why: str) -> ProbeSite:
-    anchor = elf.nearest_symbol_below(addr) or ("", 0)
+    for name, value in elf.symbols.items():
+        if value == addr:
+            return ProbeSite(elf.path, fn, name, 0, addr, ret, why)
+    # not an exported function (an internal callee): anchor on the nearest symbol
+    # below it, from the full table (small for libssl, only read in this case)
+    full = read_symbols(elf.path, None)
+    anchor = full.nearest_symbol_below(addr) or ("", 0)
     return ProbeSite(elf.path, fn, anchor[0], addr - anchor[1], addr, ret, why)
 
 
@@ -240,7 +283,20 @@ def _plan_pair(elf: ElfSymbols, direction: str) -> list[ProbeSite]:
 
 def plan(path: str | os.PathLike) -> list[ProbeSite]:
     """Every uprobe to attach to one file carrying OpenSSL (empty if it has none)."""
-    elf = read_symbols(path, None)
+    key = fingerprint(path)
+    cached = _PLANS.get(key) if key else None
+    if cached is not None:
+        return [dataclasses.replace(site, path=str(path)) for site in cached]
+    sites = _plan(path)
+    if key:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        _PLANS[key] = sites
+    return sites
+
+
+def _plan(path: str | os.PathLike) -> list[ProbeSite]:
+    elf = read_symbols(path, WANTED)
     if MARKER_SYMBOL not in elf.symbols and "SSL_write" not in elf.symbols:
         return []
     sites = _plan_pair(elf, "write") + _plan_pair(elf, "read")

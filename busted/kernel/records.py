@@ -16,6 +16,7 @@ HEADER_PATH = Path(__file__).resolve().parents[2] / "bpf" / "busted.h"
 
 COMM_LEN = 16
 SNI_LEN = 128
+PATH_LEN = 256
 
 REC_DATA = 1
 REC_SNI = 2
@@ -26,6 +27,7 @@ REC_CLOSE = 6
 REC_EXEC = 7
 REC_SSL_FD = 8
 REC_EXIT = 9
+REC_LIBOPEN = 10
 
 SRC_TLS = 1
 SRC_PLAIN = 2
@@ -101,6 +103,10 @@ class ConnRec(ct.Structure):
     ]
 
 
+class PathRec(ct.Structure):
+    _fields_ = [("h", RecHead), ("path", ct.c_char * PATH_LEN)]
+
+
 class ConnKey(ct.Structure):
     _fields_ = [("pid", ct.c_uint32), ("pad", ct.c_uint32), ("conn_id", ct.c_uint64)]
 
@@ -113,6 +119,7 @@ MIRRORS: dict[str, type[ct.Structure]] = {
     "ssl_rec": SslRec,
     "conn_rec": ConnRec,
     "conn_key": ConnKey,
+    "path_rec": PathRec,
 }
 
 DATA_HEADER_SIZE = ct.sizeof(DataRec)
@@ -126,6 +133,7 @@ _BY_TYPE: dict[int, type[ct.Structure]] = {
     REC_CLOSE: ConnRec,
     REC_EXEC: RecHead,
     REC_EXIT: RecHead,
+    REC_LIBOPEN: PathRec,
 }
 
 

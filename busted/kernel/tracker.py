@@ -194,6 +194,8 @@ class Tracker:
         if kind in (records.REC_EXEC, records.REC_EXIT):
             self.forget_process(rec.pid)
             return []
+        if kind == records.REC_LIBOPEN:
+            return []  # handled by the source (it attaches probes)
         self._count("unknown_record")
         return []
 

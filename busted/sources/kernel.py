@@ -199,11 +199,11 @@ class KernelSource:
                 try:
                     # bcc wants bytes (str works but warns)
                     name, fn = path.encode(), site.fn.encode()
+                    # by address: bcc would otherwise walk node's 100k symbols per probe
                     if site.ret:
                         self._bpf.attach_uretprobe(name=name, addr=site.addr, fn_name=fn, pid=pid)
                     else:
-                        self._bpf.attach_uprobe(name=name, sym=site.sym.encode(),
-                                                sym_off=site.offset, fn_name=fn, pid=pid)
+                        self._bpf.attach_uprobe(name=name, addr=site.addr, fn_name=fn, pid=pid)
                     attached += 1
                 except Exception as exc:  # bcc: bare Exception on attach failure
                     self.attach_errors.append(f"{site.describe()}: {exc}")
@@ -229,9 +229,32 @@ class KernelSource:
                 self._probe_file(exe)
             now = time.monotonic()
             self._rescans.extend((now + d, head.pid) for d in RESCAN_AFTER_S)
+        elif records.record_type(raw) == records.REC_LIBOPEN:
+            self._library_opened(records.PathRec.from_buffer_copy(raw))
         self._out.extend(self.tracker.feed(raw))
         self._batch += 1
         return -1 if self._batch >= MAX_RECORDS_PER_POLL else 0
+
+    def _library_opened(self, rec: records.PathRec) -> None:
+        """A process is loading a libssl we have not seen: probe the file right away,
+        before the loader has even mapped it, then tell the kernel the path is known."""
+        raw_path = rec.path
+        path = raw_path.decode("utf-8", "replace")
+        pid = rec.h.pid
+        if not path.startswith("/"):
+            path = f"{self.proc}/{pid}/cwd/{path}"
+        elif not os.path.exists(path) or libssl.file_key(path) != libssl.file_key(
+            f"{self.proc}/{pid}/root{path}"
+        ):
+            path = f"{self.proc}/{pid}/root{path}"  # another mount namespace
+        key = libssl.file_key(path)
+        if key is not None and key not in self._probed:
+            self._probe_file(path)
+        try:
+            self._bpf[b"known_libs"][ct.create_string_buffer(raw_path, records.PATH_LEN)] = (
+                ct.c_uint8(1))
+        except Exception as exc:  # noqa: BLE001 - a full map only costs a record per open
+            log.debug("known_libs: %s", exc)
 
     def _rescan_due(self) -> None:
         now = time.monotonic()

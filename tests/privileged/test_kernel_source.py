@@ -483,3 +483,28 @@ def test_program_stats_count_the_tls_probes(source, tls_server, cert):
     runs = after["tls_write_return"][0] - before["tls_write_return"][0]
     spent = after["tls_write_return"][1] - before["tls_write_return"][1]
     assert runs >= 1 and spent > 0
+
+
+def test_private_libssl_copy_loaded_at_once_is_probed(source, tls_server, cert, tmp_path):
+    """A client that loads its own libssl copy (never seen before) and talks at once:
+    the copy is probed when the loader opens it, before it is mapped."""
+    system = Path("/usr/lib/x86_64-linux-gnu")
+    for name in ("libssl.so.3", "libcrypto.so.3"):
+        shutil.copy2(system / name, tmp_path / name)
+    proc = start(source, [sys.executable, "-c", textwrap.dedent(PY_CLIENT), str(tls_server.port),
+                          "100", "0", str(cert[0]), ADDR, SNI],
+                 env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)})
+    _finish(proc, source)
+    maps_lib = [e for e in source.seen if e.get("pid") == proc.pid]
+    writes = collect(source, lambda e: e.get("pid") == proc.pid and e["event_type"] == "TLS_DATA_WRITE")
+    assert writes[0]["payload"].startswith(b"POST /v1/chat/completions"), maps_lib
+    assert str(tmp_path / "libssl.so.3") in {p for p in source._probed.values()}
+
+
+def test_new_node_binary_talking_at_once_is_probed(source, tls_server, tmp_path):
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.fail("node is missing: apt-get install -y nodejs (deploy/setup-host.sh)")
+    copy = tmp_path / "agent-node-now"
+    shutil.copy2(node, copy)
+    _check_node(source, _node_client(source, str(copy), tls_server, 0), tls_server)
