@@ -36,7 +36,8 @@ def publish(endpoint: str, rate: float, duration_s: float) -> None:
     import zmq
 
     from busted import schema
-    from busted_gui.demo import DemoGenerator, demo_stats
+    from busted.sources.synthetic import TrafficGenerator
+    from busted_gui.demo import demo_stats
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
@@ -45,7 +46,7 @@ def publish(endpoint: str, rate: float, duration_s: float) -> None:
     sock.bind(endpoint)
     # A pool of realistic events, renumbered as they go out (generation is not what
     # this measures).
-    pool = DemoGenerator(seed=3).events(8192, now=time.time())
+    pool = TrafficGenerator(seed=3).events(8192, now=time.time())
     batch_size = 64
     seq = 0
     sent = 0

@@ -54,7 +54,8 @@ _SEARCH_FIELDS = (
 
 def provider_of(event: Event) -> str:
     """The provider an event is about: the classifier's, else the destination's."""
-    return event.get("llm_provider") or event.get("provider") or ""
+    return (event.get("llm_provider") or event.get("provider")
+            or ("MCP" if (event.get("content_class") or "").startswith("MCP_") else ""))
 
 
 def process_key(event: Event) -> str:
@@ -325,7 +326,7 @@ class EventStore:
         if name:
             self.process_names[name] += 1
 
-        provider = get("llm_provider") or get("provider") or ""
+        provider = provider_of(event)
         model = get("llm_model") or ""
         if provider:
             p = self.providers.get(provider)

@@ -16,26 +16,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 BUSTED = [sys.executable, "-m", "busted"]
 WIDTH, HEIGHT = 1280, 800
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _free_display() -> int:

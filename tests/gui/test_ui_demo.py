@@ -6,7 +6,9 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import read_rgb, text_bands, wait_for
+from polling import wait_for
+
+from .conftest import read_rgb, text_bands
 
 pytestmark = pytest.mark.gui
 

@@ -12,7 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from polling import wait_for
+
+from busted_gui.model import provider_of
 
 pytestmark = pytest.mark.gui
 
@@ -87,10 +89,10 @@ def test_ui_shows_the_events_the_output_worker_printed(launch, short_tmp):
             event = printed[row["seq"]]
             cells = row["cells"]
             assert cells[1] == f"{event.get('process_name')} ({event.get('pid')})"
-            assert cells[2] == (event.get("llm_provider") or event.get("provider") or "")
+            assert cells[2] == provider_of(event)
             assert cells[3].startswith(event.get("llm_model") or "")
             assert cells[6] == (event.get("policy") or "-")
-        providers = {e.get("llm_provider") or e.get("provider") for e in printed.values()}
+        providers = {provider_of(e) for e in printed.values()}
         assert set(state["providers"]) <= providers - {None, ""}
     finally:
         monitor.stop()

@@ -12,26 +12,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from polling import wait_for  # noqa: F401 - re-exported for the tests here
 
 BUSTED = [sys.executable, "-m", "busted"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def busted_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from busted_gui.demo import DemoGenerator
+from busted.sources.synthetic import TrafficGenerator
 from busted_gui.model import (
     EventStore,
     Filter,
@@ -161,7 +161,7 @@ def test_row_cells_and_formatting():
 
 
 def test_demo_traffic_has_everything_the_dashboard_shows():
-    events = DemoGenerator(seed=1).events(3000, now=5000.0)
+    events = TrafficGenerator(seed=1).events(3000, now=5000.0)
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3000
     store = EventStore()

@@ -11,23 +11,13 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from polling import wait_for
+
+from busted import schema
 from busted_gui import stream
 from busted_gui.detail import masked_headers, sections
 from busted_gui.hooks import TestHooks
 from busted_gui.stream import Inbox, StreamClient, check_socket
-
-from busted import schema
-
-
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
