@@ -75,6 +75,7 @@ class LoadedModule:
     rules: tuple[str, ...]  # names of its non-function rules (for `policy eval`)
     input_fields: frozenset[str] | None  # input.X it reads; None = the whole input
     deterministic: bool = True  # calls no builtin whose result can change (time, rand, http)
+    other_kinds: frozenset[str] = frozenset()  # names with a definition that is not a set
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class PolicySet:
         return CompiledPolicy(modules, self.data, ENTRY, prefer_vm=prefer_vm, rename=self.rename)
 
 
+_RESULT_SETS = ("reasons", "deny", "audit")
+
+
 def _precedence_module(policy_set: PolicySet) -> str:
     """The generated module: every decision value in one set, precedence, the result.
 
@@ -138,39 +142,48 @@ def _precedence_module(policy_set: PolicySet) -> str:
     / ``audit contains "why" if ...`` sets whose members are the reasons. The second
     costs one rule per condition instead of two, which the engine's per-rule cost makes
     worth having (the shipped policies use it).
+
+    The result names only what the loaded policies define: each rule the engine
+    evaluates costs a few thousand instructions per event, defaults included, and a
+    partial set (``deny contains ...``) is never undefined, so it needs no default.
     """
     names = [n for m in policy_set.modules for n in m.decision_rules]
+    ours = [m for m in policy_set.modules if m.package == PACKAGE]
+    defined = {r for m in ours for r in m.rules}
+    not_sets = {r for m in ours for r in m.other_kinds}
     lines = [f"package {PACKAGE}", "", "import rego.v1", ""]
-    # "d != null" is not decoration: the VM lets an undefined value through an
-    # assignment (measured with 0.13); the comparison makes the body fail as it should.
-    lines += [f"__busted_values contains d if {{ d := {n}; d != null }}" for n in names]
-    if not names:
-        lines.append("__busted_values := set()")
+    parts = []
+    if names:
+        # "d != null" is not decoration: the VM lets an undefined value through an
+        # assignment (measured with 0.13); the comparison makes the body fail as it should.
+        lines += [f"__busted_values contains d if {{ d := {n}; d != null }}" for n in names]
+        lines.append("")
+        parts.append(("decisions", "__busted_values"))
+    else:
+        lines += ["__busted_values := set()", ""]
+    refs = {}
+    for name in _RESULT_SETS:
+        if name not in defined:
+            refs[name] = "[]"
+            continue
+        if name in not_sets:  # e.g. `deny if ...`: undefined when false
+            lines += [f"default __busted_{name} := []", "", f"__busted_{name} := {name}", ""]
+            refs[name] = f"__busted_{name}"
+        else:
+            refs[name] = name
+        parts.append((name, refs[name]))
     lines += [
-        "",
         # For Rego readers of `decision` (policies, tests). The worker does not evaluate
-        # it: Python applies the same precedence to __busted_result, one rule cheaper.
+        # it: Python applies the same precedence to __busted_result.
         "__busted_decisions contains d if some d in __busted_values",
-        '__busted_decisions contains "deny" if __busted_any(__busted_deny)',
-        '__busted_decisions contains "audit" if __busted_any(__busted_audit)',
+        f'__busted_decisions contains "deny" if __busted_any({refs["deny"]})',
+        f'__busted_decisions contains "audit" if __busted_any({refs["audit"]})',
         "",
         # No rule matched means allow, inside Rego (tests) as in the event.
         'default decision := "allow"',
         "",
         'decision := "deny" if "deny" in __busted_decisions',
         'else := "audit" if "audit" in __busted_decisions',
-        "",
-        "default __busted_reasons := []",
-        "",
-        "__busted_reasons := data.busted.reasons",
-        "",
-        "default __busted_deny := []",
-        "",
-        "__busted_deny := data.busted.deny",
-        "",
-        "default __busted_audit := []",
-        "",
-        "__busted_audit := data.busted.audit",
         "",
         "__busted_any(v) if v == true",
         "",
@@ -180,10 +193,7 @@ def _precedence_module(policy_set: PolicySet) -> str:
         "}",
         "",
         "__busted_result := {",
-        '\t"decisions": __busted_values,',
-        '\t"reasons": __busted_reasons,',
-        '\t"deny": __busted_deny,',
-        '\t"audit": __busted_audit,',
+        *[f'\t"{key}": {ref},' for key, ref in parts],
         "}",
         "",
     ]
@@ -321,6 +331,10 @@ def _prepare(source: Source, counter: list[int]) -> LoadedModule:
     return LoadedModule(
         Module(source.name, text, rego_v0), package, tuple(decision_names), tests, rules,
         _input_fields(ast), not _calls_any(ast, _NONDETERMINISTIC),
+        frozenset(
+            name for rule in ast["rules"]
+            if (name := _head_name(rule)) and _head_kind(rule) != "Set"
+        ),
     )
 
 
