@@ -178,6 +178,10 @@ def has_openssl(path: str | os.PathLike) -> bool:
     cached = _VERDICTS.get(key)
     if cached is not None:
         return cached
+    planned = _PLANS.get(fingerprint(path) or (0, ""))
+    if planned is not None:  # a copy of a file already planned (a vendored node)
+        _VERDICTS[key] = bool(planned)
+        return bool(planned)
     try:
         found = MARKER_SYMBOL in read_symbols(path, (MARKER_SYMBOL,)).symbols
     except (ElfError, OSError, struct.error, IndexError):
