@@ -136,6 +136,14 @@ struct path_rec {
     char path[PATH_LEN];
 };
 
+/* what SSL_set_fd and SSL_ctrl said about an SSL object: the same facts as the
+ * REC_SSL_FD / REC_SNI records, kept for userspace in case a flood dropped those */
+struct ssl_info {
+    s32 fd;
+    u32 pad5;
+    char sni[SNI_LEN];
+};
+
 /* a socket of a process */
 struct fd_key {
     u32 pid;

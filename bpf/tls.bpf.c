@@ -29,6 +29,15 @@ struct tls_call {
 
 /* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+/* (pid, SSL*) -> fd and SNI; written once per connection, read by userspace only */
+BPF_TABLE("lru_hash", struct conn_key, struct ssl_info, ssl_infos, 65536);
+
+static __always_inline struct ssl_info *ssl_info_of(u32 pid, u64 ssl)
+{
+    struct conn_key k = {.pid = pid, .pad = 0, .conn_id = ssl};
+    struct ssl_info fresh = {.fd = -1};
+    return ssl_infos.lookup_or_try_init(&k, &fresh);
+}
 
 /* one stash per thread AND direction: node calls SSL_write from callbacks that run
  * inside SSL_read, which is not the nesting of one call inside its own wrapper */
@@ -119,6 +128,9 @@ int tls_ctrl_enter(struct pt_regs *ctx)
     r->ssl = PT_REGS_PARM1(ctx);
     if (bpf_probe_read_user_str(r->name, sizeof(r->name), (void *)name) < 0)
         r->name[0] = 0;
+    struct ssl_info *info = ssl_info_of(id >> 32, r->ssl);
+    if (info)
+        __builtin_memcpy(info->sni, r->name, sizeof(info->sni));
     events.ringbuf_submit(r, 0);
     return 0;
 }
@@ -131,6 +143,9 @@ int tls_set_fd_enter(struct pt_regs *ctx)
         return 0;
     u64 ssl = PT_REGS_PARM1(ctx);
     s32 fd = (s32)PT_REGS_PARM2(ctx);
+    struct ssl_info *info = ssl_info_of(id >> 32, ssl);
+    if (info)
+        info->fd = fd;
     struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
     if (!r) {
         count_lost(LOST_RINGBUF);
@@ -155,6 +170,7 @@ int tls_free_enter(struct pt_regs *ctx)
         return 0;
     struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = ssl};
     verdicts.delete(&k);
+    ssl_infos.delete(&k);
     struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
     if (!r) {
         count_lost(LOST_RINGBUF);

@@ -107,6 +107,10 @@ class PathRec(ct.Structure):
     _fields_ = [("h", RecHead), ("path", ct.c_char * PATH_LEN)]
 
 
+class SslInfo(ct.Structure):
+    _fields_ = [("fd", ct.c_int32), ("pad5", ct.c_uint32), ("sni", ct.c_char * SNI_LEN)]
+
+
 class ConnKey(ct.Structure):
     _fields_ = [("pid", ct.c_uint32), ("pad", ct.c_uint32), ("conn_id", ct.c_uint64)]
 
@@ -120,6 +124,7 @@ MIRRORS: dict[str, type[ct.Structure]] = {
     "conn_rec": ConnRec,
     "conn_key": ConnKey,
     "path_rec": PathRec,
+    "ssl_info": SslInfo,
 }
 
 DATA_HEADER_SIZE = ct.sizeof(DataRec)

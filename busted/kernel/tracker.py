@@ -102,6 +102,10 @@ class Tracker:
         self._ssl_sk: _Lru = _Lru()  # (pid, ssl) -> sk first seen for a fd-less SSL
         self._pending: dict[tuple[int, int, int, int], _Pending] = {}
         self.ip_names: _Lru = _Lru()  # dst ip -> DNS name
+        # (pid, SSL*) -> (fd, sni) from the kernel's ssl_infos map: the fallback when a
+        # flood dropped the SNI / SSL_set_fd records (set by the source)
+        self.ssl_info: Callable[[int, int], tuple[int, str] | None] = lambda pid, ssl: None
+        self._ssl_checked: _Lru = _Lru()
         self.errors: dict[str, int] = {}
 
     # --- helpers ----------------------------------------------------------------------
@@ -188,6 +192,7 @@ class Tracker:
             self._sni.pop(key, None)
             self._ssl_fd.pop(key, None)
             self._ssl_sk.pop(key, None)
+            self._ssl_checked.pop(key, None)
             return []
         if kind in (records.REC_CONNECT, records.REC_ESTABLISHED, records.REC_CLOSE):
             return self._connection(kind, rec)
@@ -247,6 +252,14 @@ class Tracker:
         fd = rec.fd
         if tls:
             skey = (pid, rec.conn_id)
+            if skey not in self._sni and skey not in self._ssl_checked:
+                self._ssl_checked[skey] = True
+                known = self.ssl_info(pid, rec.conn_id)
+                if known is not None:
+                    if known[0] >= 0:
+                        self._ssl_fd.setdefault(skey, known[0])
+                    if known[1]:
+                        self._sni[skey] = known[1]
             if fd < 0:
                 fd = self._ssl_fd.get(skey, -1)
             sk = rec.sk

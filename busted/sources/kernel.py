@@ -165,6 +165,7 @@ class KernelSource:
                 "Run with --debug to see the compiler/verifier output, and "
                 "`busted doctor` to check headers and mounts.",
             ) from exc
+        self.tracker.ssl_info = self._ssl_info
         self._refresh_ignored(force=True)
         targets = libssl.discover(self.proc)
         for path in sorted(targets):
@@ -255,6 +256,13 @@ class KernelSource:
                 ct.c_uint8(1))
         except Exception as exc:  # noqa: BLE001 - a full map only costs a record per open
             log.debug("known_libs: %s", exc)
+
+    def _ssl_info(self, pid: int, ssl: int) -> tuple[int, str] | None:
+        try:
+            info = self._bpf[b"ssl_infos"][records.ConnKey(pid, 0, ssl)]
+        except KeyError:
+            return None
+        return info.fd, info.sni.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def _rescan_due(self) -> None:
         now = time.monotonic()

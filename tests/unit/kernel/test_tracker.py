@@ -112,3 +112,20 @@ def test_garbage_records_are_counted_not_raised(tmp_path):
     assert t.feed(b"\x01\x02") == []
     assert t.feed(bytes(head(99))) == []
     assert t.errors == {"bad_record": 2}
+
+
+def test_dropped_sni_record_is_recovered_from_the_kernel_map(tmp_path):
+    t = tracker(tmp_path)
+    asked = []
+
+    def ssl_info(pid, ssl):
+        asked.append((pid, ssl))
+        return 7, "api.mistral.ai"
+
+    t.ssl_info = ssl_info
+    t.feed(conn(records.REC_CONNECT))
+    first = t.feed(data(b"POST / HTTP/1.1\r\n\r\n", 0, 19))[0]
+    second = t.feed(data(b"more", 0, 4))[0]
+    assert first["sni"] == second["sni"] == "api.mistral.ai"
+    assert first["dst_ip"] == "93.184.216.34"  # fd 7 from the map -> the connection
+    assert asked == [(PID, SSL)]  # asked once per SSL object
