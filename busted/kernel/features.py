@@ -146,7 +146,8 @@ def hooks_plan(f: Features) -> list[str]:
         hooks.append("kprobes available (optional, not needed)")
     if f.ok("uprobes"):
         hooks.append("TLS plaintext: uprobes on OpenSSL (system libssl, private copies, node)")
-    hooks.append("new processes: tracepoint sched:sched_process_exec")
+    hooks.append("new processes: tracepoints sched:sched_process_exec/exit and "
+                 "syscalls:sys_enter_openat (a libssl copy is probed when it is opened)")
     hooks.append("enforcement: " + ("BPF LSM socket_connect" if f.ok("bpf_lsm")
                                     else "cgroup connect4/connect6" if f.ok("cgroup_v2") else "none"))
     return hooks

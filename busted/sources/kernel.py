@@ -5,8 +5,14 @@ the ``bpf/*.bpf.c`` programs as one text (shared maps, one ring buffer), attache
 tracepoints (connections, DNS, plain-text ports, exec) and the OpenSSL uprobes, and
 returns once every probe is attached. ``poll()`` drains the ring buffer through
 :class:`busted.kernel.tracker.Tracker`, which joins chunks and connection facts into
-events. New processes that run OpenSSL from a file not yet probed (node, a vendored
-libssl) are found from the exec tracepoint and probed while they run.
+events. New processes that run OpenSSL from a file not yet probed are probed while
+they start: a fresh executable carrying OpenSSL (node) from the exec tracepoint, a
+private libssl copy from the loader's openat() of it, before it is even mapped; a full
+/proc sweep every 30 s catches the rest.
+
+Wake-ups: the ring wakes this consumer for writes and exec/open records, not for most
+streamed reads (each wake-up is an interrupt charged to the traced thread), so
+``poll()`` consumes whatever is in the ring after its wait.
 
 Sizes and filters reach the C code as ``-D`` cflags only; :func:`dump_bpf` prints both.
 """
