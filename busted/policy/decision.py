@@ -30,6 +30,7 @@ _RANKS = PRECEDENCE
 _BY_RANK = {rank: name for name, rank in PRECEDENCE.items()}
 ERROR_DEFAULTS = ("allow", "deny")
 CACHE_ENTRIES = 4096
+RESULT_ENTRIES = 1024
 CACHE_MAX_DOCUMENT = 1024  # bytes of input JSON; at most ~4 MiB of cache
 
 
@@ -202,16 +203,28 @@ class Decider:
         # no payload). Only short documents are kept: one with a payload rarely repeats.
         self.cache: dict[str, Decision] | None = {} if cache else None
         self.cache_hits = 0
+        self._results: dict[str, Decision] = {}
         self._document = (
             input_document if input_fields is None else Projection(input_fields)
         )
 
     def decide_json(self, input_json: str) -> Decision:
         try:
-            result = self.policy.evaluate(input_json)
+            raw, result = self.policy.evaluate_raw(input_json)
         except EvaluationError as exc:
             return Decision(self.on_error, [], str(exc))
-        return combine(result, self.on_error)
+        if raw is None:
+            return combine(result, self.on_error)
+        # Few distinct results come back (nothing matched, "audit: Anthropic", ...):
+        # read each once.
+        known = self._results
+        decision = known.get(raw)
+        if decision is None:
+            decision = combine(orjson.loads(raw), self.on_error)
+            if len(known) >= RESULT_ENTRIES:
+                known.clear()
+            known[raw] = decision
+        return decision
 
     def decide(self, event: dict[str, Any]) -> Decision:
         try:

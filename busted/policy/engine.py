@@ -264,13 +264,22 @@ class CompiledPolicy:
 
     def evaluate(self, input_json: str) -> Any:
         """Value of the entry rule for this input (JSON text of the input document)."""
+        raw, value = self.evaluate_raw(input_json)
+        return orjson.loads(raw) if raw is not None else value
+
+    def evaluate_raw(self, input_json: str) -> tuple[str | None, Any]:
+        """(the VM's JSON text, None), or (None, the value) when the interpreter ran.
+
+        The text lets a caller reuse its reading of results it has seen before
+        (most events produce one of a few results).
+        """
         self._ensure_thread()
         if self._vm is not None:
             try:
                 self._vm.set_input_json(input_json)
                 raw = self._vm.execute_entry_point(self.entry)
                 if _VM_UNDEFINED not in raw:
-                    return orjson.loads(raw)
+                    return raw, None
                 # An undefined value leaked into the result: the VM got it wrong.
                 self.vm_fallbacks += 1
             except BaseException as exc:
@@ -280,7 +289,7 @@ class CompiledPolicy:
                 log.debug("policy VM failed, retrying on the interpreter: %s", exc)
                 if _panicked(exc):
                     self._build()  # a VM that panicked may be left mid-run
-        return self.eval_rule(self.entry, input_json)
+        return None, self.eval_rule(self.entry, input_json)
 
     def verify_vm(self, inputs: Sequence[str]) -> bool:
         """Compare the VM with the interpreter on sample inputs; drop the VM if they differ.
