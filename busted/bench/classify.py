@@ -76,7 +76,8 @@ def _shapes() -> dict[str, Callable[[], Callable[[], Any]]]:
         events += [("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 21}}),
                    ("message_stop", {"type": "message_stop"})]  # fmt: skip
         body = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events)
-        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in body.split(b"\n\n") if c) + b"0\r\n\r\n"
+        events_raw = [c + b"\n\n" for c in body.split(b"\n\n") if c]  # one SSE event per chunk
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in events_raw) + b"0\r\n\r\n"
         data = (
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
             + chunks

@@ -224,13 +224,20 @@ def _response(msg: HttpMessage, body: _Body, ctx: ConnContext) -> dict[str, Any]
     obj: Any = None
     streamed = "event-stream" in ctype or "ndjson" in ctype or (not ctype and sse.looks_like_sse(body_text))
     if streamed:
-        events = sse.iter_ndjson(body_text) if "ndjson" in ctype else sse.iter_sse(body_text)
+
+        def want(data: str) -> bool:
+            # Once the preview is full and the model known, only totals matter.
+            return acc.size < llm.PREVIEW_LIMIT or acc.model is None or "sage" in data or "_count" in data
+
+        events = sse.iter_ndjson(body_text) if "ndjson" in ctype else sse.iter_sse(body_text, want)
+        first = True
         for event, item in events:
-            if mcp_fields is None:
+            if first:  # an MCP stream says so in its first message
+                first = False
                 mcp_fields = mcp.response_fields(item, mcp_session)
                 if mcp_fields is not None:
                     obj = item
-                    continue
+                    break
             acc.add(item, event)
         fields["llm_stream"] = True
     else:

@@ -15,6 +15,7 @@ Nothing here raises on bad input: malformed framing ends the message early and m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 _METHODS = frozenset(
@@ -22,7 +23,9 @@ _METHODS = frozenset(
 )
 _MAX_HEADER_BYTES = 64 * 1024  # a header block larger than this is not HTTP we care about
 _MAX_CHUNK_LINE = 1024
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
+# A chunk-size line: hex digits only (int() would also take "-5", "+5" and "1_0"; a
+# negative size once sent the chunk loop backwards forever), optional extensions.
+_CHUNK_HEAD = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
 
 
 @dataclass(slots=True)
@@ -286,6 +289,7 @@ class Http1Parser:
         pos = 0
         n = len(buf)
         done = False
+        body = self._body
         while pos < n:
             state = self._chunk_state
             if state == "data":
@@ -305,33 +309,44 @@ class Http1Parser:
                     break  # the LF is in the next chunk
                 self._chunk_state = "size"
                 continue
-            line_end = buf.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
-            if line_end < 0:
-                if n - pos >= _MAX_CHUNK_LINE:  # not chunked framing after all
+            if state == "size":
+                head = _CHUNK_HEAD.match(buf, pos)  # one C call per chunk: this is hot
+                if head is not None:
+                    pos = head.end()
+                    size = int(head.group(1), 16)
+                else:
+                    # Not a chunk size line (yet): wait for the rest of it, or give up.
+                    if buf.find(b"\n", pos, pos + _MAX_CHUNK_LINE) < 0 and n - pos < _MAX_CHUNK_LINE:
+                        break
                     msg.truncated = True
                     pos = n
                     done = True
-                break
-            line = bytes(buf[pos:line_end]).strip()
-            pos = line_end + 1
-            if state == "trailer":
+                    break
+            else:  # trailer lines, up to the blank one
+                line_end = buf.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
+                if line_end < 0:
+                    if n - pos >= _MAX_CHUNK_LINE:
+                        msg.truncated = True
+                        pos = n
+                        done = True
+                    break
+                line = buf[pos:line_end].strip()
+                pos = line_end + 1
                 if not line:
                     done = True
                     break
                 continue
-            size_text = line.split(b";", 1)[0].strip()
-            # int() would take "-5", "+5" and "1_0": only plain hex digits frame a chunk
-            # (a negative size once sent this loop backwards forever).
-            if not size_text or len(size_text) > 16 or size_text.strip(_HEX_DIGITS):
-                msg.truncated = True
-                done = True
-                break
-            size = int(size_text, 16)
             if size == 0:
                 self._chunk_state = "trailer"
-            else:
-                self._remaining = size
-                self._chunk_state = "data"
+                continue
+            end = pos + size
+            if buf[end : end + 2] == b"\r\n" and not self._detached and len(body) + size <= self.max_body:
+                # The whole chunk is here (the usual case): take it in one step.
+                body += buf[pos:end]
+                pos = end + 2
+                continue
+            self._remaining = size
+            self._chunk_state = "data"
         msg.wire_bytes += pos
         del buf[:pos]
         return done

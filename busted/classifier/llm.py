@@ -250,6 +250,12 @@ class ResponseAccumulator:
             return False
         if not isinstance(obj, dict):
             return False
+        # A stream keeps its shape: try the one seen first (streams have many chunks).
+        if self.shape is not None:
+            handler = getattr(self, "_" + self.shape, None)
+            if handler is not None and (handler(obj, event) if self.shape == "anthropic" else handler(obj)):
+                self.seen += 1
+                return True
         hit = (
             self._openai(obj)
             or self._anthropic(obj, event)

@@ -7,7 +7,7 @@ to an accumulator. Cut-off streams are fine: a partial last line is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from busted.classifier import jsonparse
@@ -29,31 +29,48 @@ def looks_like_ndjson(text: str) -> bool:
     return 0 < first_nl < len(head.rstrip()) and head[first_nl - 1 : first_nl].rstrip() in ("}", "")
 
 
-def iter_sse(text: str) -> Iterator[tuple[str, Any]]:
-    """Yield (event name, parsed data) for each SSE event whose data is JSON."""
-    event = ""
-    data: list[str] = []
+def iter_sse(text: str, want: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield (event name, parsed data) for each SSE event whose data is JSON.
+
+    ``want(data)`` can skip events before their JSON is parsed (a long stream whose
+    preview is complete only needs its usage totals). A stream cut before its last
+    blank line still yields its last event."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     count = 0
-    for line in text.splitlines():
-        if not line:
-            if data:
-                parsed = _loads("\n".join(data))
-                if parsed is not None:
-                    yield event, parsed
-                    count += 1
-                    if count >= MAX_EVENTS:
-                        return
-            event = ""
-            data = []
+    # Split on blank lines in C, then look inside each event: the usual shapes
+    # ("data: {...}" and "event: x\ndata: {...}") take the short paths.
+    for block in text.split("\n\n"):
+        if not block:
             continue
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-    if data:  # stream cut before its blank line
-        parsed = _loads("\n".join(data))
+        event = ""
+        if block.startswith("event:"):
+            nl = block.find("\n")
+            if nl < 0:
+                continue
+            event = block[6:nl].strip()
+            block = block[nl + 1 :]
+        if block.startswith("data:") and "\n" not in block:
+            data = block[5:]
+        else:
+            lines = []
+            for line in block.split("\n"):
+                if line.startswith("data:"):
+                    lines.append(line[5:])
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+            if not lines:
+                continue
+            data = "\n".join(lines)
+        data = data.strip()
+        if want is not None and not want(data):
+            continue
+        parsed = _loads(data)
         if parsed is not None:
             yield event, parsed
+            count += 1
+            if count >= MAX_EVENTS:
+                return
 
 
 def iter_ndjson(text: str) -> Iterator[tuple[str, Any]]:
