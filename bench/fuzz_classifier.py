@@ -1,6 +1,6 @@
 """Fuzz the classifier: a seeded mutation loop over the fixture corpus.
 
-Every input goes to the classifier's internal entry point (``busted.classifier._classify``,
+Every input goes to the classifier's internal entry point (``busted.classifier.classify_unguarded``,
 which, unlike the public ``classify()``, has no catch-all that would hide a bug), and
 every 16th run is also cut into random captures and fed through the stage's
 ``Reassembler`` (framing state, caps, flushes). Mutations: bit flips, random bytes,
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from busted.classifier import _classify, context_for  # noqa: E402
+from busted.classifier import classify_unguarded, context_for  # noqa: E402
 from busted.classifier.reassembly import Reassembler  # noqa: E402
 
 CORPUS = ROOT / "tests" / "fixtures" / "classifier"
@@ -118,7 +118,7 @@ def run(count: int, seed: int, crash_dir: Path, progress: bool) -> dict:
         ctx = contexts[i % len(contexts)]
         t0 = time.thread_time()  # CPU time: other load on the machine does not count
         try:
-            _classify(data, direction, ctx)
+            classify_unguarded(data, direction, ctx)
             if i % 16 == 0:
                 cuts = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
                 pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]

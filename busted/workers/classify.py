@@ -16,6 +16,7 @@ back once, so the kernel stops copying its payload.
 from __future__ import annotations
 
 from busted.classifier.reassembly import Reassembler
+from busted.config import MonitorConfig
 from busted.workers.stage import Event, Stage
 
 
@@ -23,7 +24,7 @@ class ClassifyStage(Stage):
     role = "classify"
     passthrough = False
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: MonitorConfig) -> None:
         super().__init__(config)
         self.reassembler = Reassembler(
             max_conn_bytes=config.reassembly_max_bytes,

@@ -7,7 +7,7 @@ from classifier_corpus import CORPUS, load_manifest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from busted.classifier import _classify, classify, context_for
+from busted.classifier import classify, classify_unguarded, context_for
 from busted.classifier.reassembly import Reassembler
 from busted.schema import CONTENT_CLASSES
 
@@ -47,7 +47,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 def test_classify_never_raises(data: bytes, direction: str, sni: str | None, dst: str | None) -> None:
     # The internal entry point: classify() itself also has a catch-all, which would
     # hide a bug from this test.
-    got = _classify(data, direction, context_for(sni, dst))
+    got = classify_unguarded(data, direction, context_for(sni, dst))
     assert got == classify(data, direction, sni, dst)
     assert got.get("content_class", "UNKNOWN") in CONTENT_CLASSES
     assert isinstance(got.get("tls_payload", ""), str)
