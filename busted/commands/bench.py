@@ -10,7 +10,6 @@ BENCHES: dict[str, tuple[str, str]] = {
     "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
-    "enforce": ("busted.bench.enforce:enforce", "Added latency of held writes under --enforce (root)."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
 }
 
