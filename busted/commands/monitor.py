@@ -23,6 +23,14 @@ def _config_from_flags(**opts) -> MonitorConfig:
         raise UsageError(f"--max-copy must be between 64 and {MAX_COPY_LIMIT} bytes.")
     if opts["dry_run"] and not opts["enforce"]:
         raise UsageError("--dry-run only makes sense with --enforce.")
+    if opts["enforce"]:
+        # Kernel enforcement (held writes, connect blocking) is not in this build yet;
+        # accepting the flag silently would let people believe denials are stopped.
+        raise UsageError(
+            "--enforce is not available yet: this version reports decisions but does not "
+            "act on them.",
+            "Run without --enforce; each event's `policy` field says allow, audit or deny.",
+        )
     for directory in opts["policy_dir"]:
         if not Path(directory).is_dir():
             raise UsageError(f"--policy-dir {directory}: no such directory.")
