@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -354,6 +355,20 @@ def test_api_key_is_never_printed(monitor):
     """Runs last in this module: nothing the monitor printed may carry a client's key."""
     leaked = [summarize(e) for e in monitor.events.snapshot() if API_KEY in json.dumps(e)]
     assert not leaked, f"{len(leaked)} printed events carry the API key unmasked: {leaked[:3]}"
+
+
+def test_no_worker_restarted_during_the_session(monitor):
+    """Runs last: light test traffic must not crash or stall a worker (a restart loses
+    the events it held, which is how other tests here turn flaky)."""
+    asked = time.time()
+    deadline = time.monotonic() + 10
+    while (monitor.stats.get("time") or 0) < asked and time.monotonic() < deadline:
+        time.sleep(0.2)  # stats are published about once a second
+    assert monitor.stats, "no stats message arrived on events.sock"
+    restarts = {role: w.get("restarts") for role, w in monitor.stats.get("workers", {}).items()
+                if w.get("restarts")}
+    why = [line for line in monitor.stderr_lines if "WARNING" in line or "ERROR" in line]
+    assert not restarts, f"workers restarted: {restarts}\n" + "\n".join(why[-15:])
 
 
 def event_type_of(event: Event) -> str:

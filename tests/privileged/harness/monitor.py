@@ -48,7 +48,9 @@ class MonitorProcess:
         self.subscribe = subscribe  # events of events.sock too (stats always)
         self.extra_args = extra_args
         self.ready_timeout = ready_timeout
-        self._parent = Path(tempfile.mkdtemp(prefix="bm-", dir="/tmp"))  # 0700, short
+        self._parent = Path(tempfile.mkdtemp(prefix="bm-", dir="/tmp"))  # short path
+        # Traversable (not readable) by the unprivileged worker account, as /run is.
+        self._parent.chmod(0o711)
         self.runtime_dir = self._parent / "run"
         self.events = EventLog()  # what stdout printed (JSON lines)
         self.published = EventLog()  # what events.sock carried (raw payload included)
