@@ -85,22 +85,24 @@ class Reassembler:
     def feed(self, event: Event, now: float) -> list[Event]:
         """Take one capture event (with ``payload``); return finished message events."""
         payload = _as_bytes(event.get("payload"))
-        self.stats["captures"] += 1
-        self.stats["merged"] += 1  # taken back by each event emitted
-        if event.get("seq") is not None:
-            self._seq = event["seq"]
-        direction = (
-            "read"
-            if event.get("direction") == "read" or "READ" in str(event.get("event_type", ""))
-            else "write"
-        )
+        stats = self.stats
+        stats["captures"] += 1
+        stats["merged"] += 1  # taken back by each event emitted
+        seq = event.get("seq")
+        if seq is not None:
+            self._seq = seq
+        direction = event.get("direction")
+        if direction != "read" and direction != "write":
+            direction = "read" if "READ" in str(event.get("event_type", "")) else "write"
         key = (event.get("pid"), event.get("conn_id"))
         conn = self._conns.get(key)
         if conn is None:
             conn = self._conns[key] = _Conn(key, ConnContext())
+            _update_ctx(conn.ctx, event)
         else:
             self._conns.move_to_end(key)
-        _update_ctx(conn.ctx, event)
+            if not conn.ctx.sni:  # the SNI may come with a later capture
+                _update_ctx(conn.ctx, event)
         conn.last = now
         side = conn.dirs.get(direction)
         if side is None:
@@ -108,27 +110,33 @@ class Reassembler:
         side.last = now
         if side.template is None:
             side.template = event
-        side.truncated = side.truncated or bool(event.get("truncated"))
-        before = conn.buffered()
+        truncated = event.get("truncated")
+        if truncated:
+            side.truncated = True
+        # Only this direction changes here: account for it alone.
+        before = side.parser.buffered if side.parser is not None else 0
         out: list[Event] = []
         self._parse(conn, side, direction, event, payload, out)
-        if event.get("truncated") and side.parser is not None and side.parser.in_message:
+        if truncated and side.parser is not None and side.parser.in_message:
             # The kernel copied less than was sent: lengths no longer add up, so the
             # framing of what follows is lost. Emit what we have and start afresh.
             self._flush_side(conn, side, direction, out, reason="truncated_captures")
         parser = side.parser
-        if isinstance(parser, Http1Parser) and parser.over_cap:
-            # A message larger than the per-connection cap: emit its head and the body
-            # so far now; the parser skips the rest without keeping it.
-            self.stats["conn_cap_flushes"] += 1
-            self.stats["evicted_bytes"] += parser.buffered
-            msg = parser.detach()
-            if msg is not None:
-                self._emit(conn, side, direction, msg, out)
-        elif parser is not None and parser.buffered > self.max_conn_bytes:
-            self.stats["evicted_bytes"] += parser.buffered
-            self._flush_side(conn, side, direction, out, reason="conn_cap_flushes")
-        self._total += conn.buffered() - before
+        if parser is not None:
+            held = parser.buffered
+            if isinstance(parser, Http1Parser) and parser.over_cap:
+                # A message larger than the per-connection cap: emit its head and the
+                # body so far now; the parser skips the rest without keeping it.
+                stats["conn_cap_flushes"] += 1
+                stats["evicted_bytes"] += held
+                msg = parser.detach()
+                if msg is not None:
+                    self._emit(conn, side, direction, msg, out)
+            elif held > self.max_conn_bytes:
+                stats["evicted_bytes"] += held
+                self._flush_side(conn, side, direction, out, reason="conn_cap_flushes")
+        after = side.parser.buffered if side.parser is not None else 0
+        self._total += after - before
         if self._total > self.max_total_bytes:
             self._evict(out)
         return out
