@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from busted.classifier import jsonparse, llm, locate, mcp, pii, providers, redact, sdk, sse
+from busted.classifier import eventstream, jsonparse, llm, locate, mcp, pii, providers, redact, sdk, sse
 from busted.classifier.body import decode_content, to_text
 from busted.classifier.http1 import HttpMessage
 
@@ -222,14 +222,25 @@ def _response(msg: HttpMessage, body: _Body, ctx: ConnContext) -> dict[str, Any]
     mcp_session = ctx.mcp or bool(msg.header("mcp-session-id"))
     mcp_fields: dict[str, Any] | None = None
     obj: Any = None
-    streamed = "event-stream" in ctype or "ndjson" in ctype or (not ctype and sse.looks_like_sse(body_text))
+    binary_stream = "eventstream" in ctype  # AWS event-stream (Bedrock), not SSE
+    streamed = (
+        binary_stream
+        or "event-stream" in ctype
+        or "ndjson" in ctype
+        or (not ctype and sse.looks_like_sse(body_text))
+    )
     if streamed:
 
         def want(data: str) -> bool:
             # Once the preview is full and the model known, only totals matter.
             return acc.size < llm.PREVIEW_LIMIT or acc.model is None or "sage" in data or "_count" in data
 
-        events = sse.iter_ndjson(body_text) if "ndjson" in ctype else sse.iter_sse(body_text, want)
+        if binary_stream:
+            events = eventstream.iter_eventstream(body.data)
+        elif "ndjson" in ctype:
+            events = sse.iter_ndjson(body_text)
+        else:
+            events = sse.iter_sse(body_text, want)
         first = True
         for event, item in events:
             if first:  # an MCP stream says so in its first message

@@ -250,6 +250,9 @@ class ResponseAccumulator:
             return False
         if not isinstance(obj, dict):
             return False
+        metrics = obj.get("amazon-bedrock-invocationMetrics")  # last chunk of a Bedrock stream
+        if isinstance(metrics, dict):
+            self.tokens(metrics.get("inputTokenCount"), metrics.get("outputTokenCount"))
         # A stream keeps its shape: try the one seen first (streams have many chunks).
         if self.shape is not None:
             handler = getattr(self, "_" + self.shape, None)
