@@ -373,6 +373,9 @@ def print_report(report: dict[str, Any]) -> None:
     for name, r in report["requests_per_s"].items():
         echo(f"  {labels[name]:<55} {r['ratio']:.3f}  ({r['no_monitor_rps']:.0f} -> "
              f"{r['monitor_rps']:.0f}/s)")
+        if "probes_only_ratio" in r:
+            echo(f"  {'  ... with the probes alone (no workers, one run)':<55} "
+                 f"{r['probes_only_ratio']:.3f}")
     ev = report["events"]
     echo(f"Events (all monitor runs): produced {ev['produced']:,}, dropped {ev['dropped']:,}, "
          f"lost {ev['lost']:,} as the monitor counts it, of which {ev['merged']:,} were captures "
@@ -455,6 +458,8 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
     for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
         report["per_call"][fn]["probes_only_added_us"] = round(
             kernel_only[key] - report["per_call"][fn]["no_monitor_us"], 3)
+    agent = report["requests_per_s"]["agent"]
+    agent["probes_only_ratio"] = round(kernel_only["agent_rps"] / agent["no_monitor_rps"], 3)
     report["command"] = "busted bench probes " + " ".join(sys.argv[3:])
     # Other work on the machine moves every figure: say how busy it was.
     report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
@@ -486,6 +491,9 @@ def measure_kernel_only(bench: Bench, max_copy: int) -> dict[str, Any]:
         result = bench.run(bench.percall(), monitor=kernel, around_go=(
             lambda: marks.__setitem__("before", kernel.program_stats()),
             lambda: marks.__setitem__("after", kernel.program_stats())))
+        # The agent-like workload too: its ratio without the workers separates what the
+        # probes cost from what the workers' CPU costs on a small machine.
+        agent = bench.run(dict(bench.workloads())["agent"], monitor=kernel)
     finally:
         counters = kernel.stop()
     return {
@@ -494,6 +502,7 @@ def measure_kernel_only(bench: Bench, max_copy: int) -> dict[str, Any]:
         "captured": result.get("captured"),
         "bpf": bpf_cost(marks.get("before", {}), marks.get("after", {}),
                         result.get("total_calls", 0)),
+        "agent_rps": round(agent["requests_per_s"], 1),
         "lost": counters.get("lost", 0),
     }
 
