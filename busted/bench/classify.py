@@ -219,4 +219,6 @@ def classify(seconds: float, shapes: tuple[str, ...], as_json: bool) -> None:
         return
     click.echo(f"{'shape':16} {'per s (cpu)':>12} {'µs each':>9} {'best per s':>11} {'best µs':>8}")
     for name, r in results.items():
-        click.echo(f"{name:16} {r['per_s']:>12,} {r['us_each']:>9} {r['best_per_s']:>11,} {r['best_us_each']:>8}")
+        click.echo(
+            f"{name:16} {r['per_s']:>12,} {r['us_each']:>9} {r['best_per_s']:>11,} {r['best_us_each']:>8}"
+        )
