@@ -35,13 +35,16 @@ _INTERESTING_PATHS = ("/v1/", "/api/", "/mcp", "/sse", "/openai/", "/model/", "/
 
 
 class _Direction:
-    __slots__ = ("parser", "template", "truncated", "last")
+    __slots__ = ("parser", "template", "truncated", "last", "resync")
 
     def __init__(self) -> None:
         self.parser: Http1Parser | http2.H2Parser | None = None
         self.template: Event | None = None  # the first capture of the message in progress
         self.truncated = False
         self.last = 0.0
+        # After a cut capture the rest of that body still arrives: skip it until a
+        # new message starts, rather than emitting each piece as UNKNOWN.
+        self.resync = False
 
 
 class _Conn:
@@ -121,6 +124,7 @@ class Reassembler:
             # The kernel copied less than was sent: lengths no longer add up, so the
             # framing of what follows is lost. Emit what we have and start afresh.
             self._flush_side(conn, side, direction, out, reason="truncated_captures")
+            side.resync = not conn.ctx.http2
         parser = side.parser
         if parser is not None:
             held = parser.buffered
@@ -209,8 +213,12 @@ class Reassembler:
                         self._emit(conn, side, direction, msg, out)
                         side.template = event
                     continue
+                if side.resync:
+                    self.stats["resync_skipped_bytes"] += len(item.data)
+                    continue
                 self._emit_raw(conn, side, direction, item.data, out)
             else:
+                side.resync = False
                 self._emit(conn, side, direction, item, out)
             side.template = event  # what follows in this capture starts with it
         if not side.parser.in_message:

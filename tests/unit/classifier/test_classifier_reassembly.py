@@ -107,6 +107,9 @@ def test_truncated_capture_resets_framing() -> None:
     head = b'POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 100000\r\n\r\n{"model":"claude"'
     (event,) = stage.process([capture(head, truncated=True)])
     assert event["truncated"] is True and event["llm_provider"] == "Anthropic"
+    # the rest of the cut body is skipped, not reported as UNKNOWN pieces
+    assert stage.process([capture(b'"messages": [{"role": "user", "content": "more"}]')]) == []
+    assert stage.stats["resync_skipped_bytes"] > 0
     # the next request on the connection is parsed cleanly
     (nxt,) = stage.process([capture(b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n")])
     assert nxt["llm_endpoint"] == "/v1/models"
