@@ -51,6 +51,7 @@ class MonitorConfig:
     plaintext_ports: tuple[int, ...] = DEFAULT_PLAINTEXT_PORTS
     ring_pages: int = 1024  # ring buffer size in pages
     use_kprobes: bool = False
+    pids: tuple[int, ...] = ()  # bind the OpenSSL uprobes to these processes only
     # --- identity ------------------------------------------------------------------
     kubeconfig: str = ""  # use this kubeconfig (otherwise in-cluster, when in a cluster)
     node_name: str = ""  # this node's name in the cluster (default $NODE_NAME or hostname)

@@ -56,6 +56,7 @@ def _config_from_flags(**opts) -> MonitorConfig:
         max_copy=opts["max_copy"],
         plaintext_ports=tuple(opts["plaintext_port"]) or MonitorConfig.plaintext_ports,
         use_kprobes=opts["kprobes"],
+        pids=tuple(opts["pids"]),
         policy_dirs=tuple(Path(d).absolute() for d in opts["policy_dir"]),
         rules=tuple(opts["rule"]),
         policy_error=opts["policy_error"],
@@ -131,6 +132,9 @@ Examples:
 @click.option("--plaintext-port", type=click.IntRange(1, 65535), multiple=True, metavar="PORT",
               help="Plain-text model-server port to capture (repeatable; default 11434).")
 @click.option("--kprobes", is_flag=True, help="Use kprobes where the kernel has them.")
+@click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True, metavar="PID",
+              help="Capture TLS of these processes only (repeatable): nobody else pays "
+                   "for the probes.")
 @click.option("--dump-bpf", is_flag=True, help="Print the generated BPF C and cflags, then exit.")
 @click.option("--no-drop-privileges", is_flag=True,
               help="Keep parsing workers as root (debugging only).")

@@ -105,7 +105,7 @@ class KernelSource:
         self.proc = proc
         self.max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
         # Optional pid binding: uprobes attached per pid charge nobody else.
-        self.target_pids: tuple[int, ...] = tuple(getattr(config, "pids", ()) or ())
+        self.target_pids: tuple[int, ...] = tuple(config.pids)
         self.tracker = Tracker(self.max_copy, proc=proc)
         self._bpf: Any = None
         self._out: list[dict[str, Any]] = []
