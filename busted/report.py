@@ -20,7 +20,8 @@ def worker_table(stats: dict[str, Any]) -> Table:
     for role in ROLES:
         w = stats["workers"].get(role, {})
         notes = []
-        for key in ("missing", "lost", "bad_lines", "evicted", "reloads"):
+        for key in ("missing", "lost", "merged", "verdicts", "evicted_connections",
+                    "evicted_bytes", "bad_lines", "reloads", "policy_errors"):
             if w.get(key):
                 notes.append(f"{key} {w[key]}")
         if w.get("last_exit"):
@@ -33,7 +34,8 @@ def worker_table(stats: dict[str, Any]) -> Table:
 
 
 def totals_line(stats: dict[str, Any]) -> str:
-    return (f"produced {stats.get('produced', 0):,}, delivered {stats.get('delivered', 0):,}, "
+    return (f"produced {stats.get('produced', 0):,}, delivered {stats.get('delivered', 0):,} "
+            f"(merged into messages {stats.get('merged', 0):,}), "
             f"dropped {stats.get('dropped', 0):,}, lost {stats.get('lost', 0):,} "
             f"(kernel {stats.get('kernel_lost', 0):,})")
 

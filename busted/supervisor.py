@@ -365,6 +365,8 @@ class Supervisor:
         capture, output = workers["capture"], workers["output"]
         dropped = sum(w.get("dropped", 0) for role, w in workers.items() if role != "output")
         missing = output.get("missing", 0)
+        # Captures that classify folded into one message event are not lost.
+        merged = workers["classify"].get("merged", 0)
         kernel_lost = capture.get("lost", 0)
         return {
             "time": time.time(),
@@ -373,7 +375,8 @@ class Supervisor:
             "produced": capture.get("received", 0),
             "delivered": output.get("received", 0),
             "dropped": dropped + output.get("dropped", 0),
-            "lost": kernel_lost + max(0, missing - dropped),
+            "merged": merged,
+            "lost": kernel_lost + max(0, missing - dropped - merged),
             "kernel_lost": kernel_lost,
         }
 

@@ -167,15 +167,21 @@ class OutputStage(Stage):
         return events
 
     def _count_gaps(self, events: list[Event]) -> None:
+        """Count seq numbers that never arrived. An event may also arrive late (classify
+        emits a message with the seq of the capture that completed it, or flushes one
+        that went idle); it then stops being missing."""
         expected = self.expected_seq
+        stats = self.stats
         for event in events:
             seq = event.get("seq")
             if not isinstance(seq, int):
                 continue
-            if expected is not None and seq > expected:
-                self.stats["missing"] += seq - expected
-            # seq going backwards means capture restarted its numbering: follow it.
-            expected = seq + 1
+            if expected is None or seq >= expected:
+                if expected is not None and seq > expected:
+                    stats["missing"] += seq - expected
+                expected = seq + 1
+            elif stats["missing"] > 0:
+                stats["missing"] -= 1
         self.expected_seq = expected
 
     def tick(self, now: float) -> list[Event]:

@@ -28,7 +28,7 @@ def test_every_synthetic_event_is_printed_once(monitor_factory):
     assert summary["dropped"] == summary["lost"] == 0
     assert all(w["state"] == "stopped" for w in summary["workers"].values())
     # The exit summary is printed for people too.
-    assert "produced 3,000, delivered 3,000" in mon.stderr_text()
+    assert "produced 3,000, delivered 3,000 (merged into messages 0)" in mon.stderr_text()
 
 
 def test_replay_source_feeds_recorded_events(monitor_factory, short_dir: Path):
@@ -83,7 +83,8 @@ def test_kill_classify_under_load_is_recovered_and_accounted(monitor_factory):
     # Every produced event is delivered, or counted as dropped, or counted as lost
     # (numbered by capture, never seen by output: it died inside the killed worker).
     assert summary["produced"] > 0
-    assert summary["produced"] == summary["delivered"] + summary["dropped"] + summary["lost"]
+    assert summary["produced"] == (summary["delivered"] + summary["dropped"] + summary["lost"]
+                                   + summary["merged"])
     assert summary["workers"]["output"].get("missing", 0) == summary["dropped"] + summary["lost"]
     assert "classify" in mon.stderr_text() and "restarting" in mon.stderr_text()
 

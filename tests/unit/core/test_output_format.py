@@ -42,3 +42,17 @@ def test_json_line_never_prints_raw_payload_and_uses_iso_time():
 def test_iso_time_changes_with_the_second():
     assert iso_time(0.5) == "1970-01-01T00:00:00.500Z"
     assert iso_time(61.0) == "1970-01-01T00:01:01.000Z"
+
+
+def test_gaps_are_counted_and_late_events_uncounted():
+    from busted.config import MonitorConfig
+    from busted.workers.output import OutputStage
+
+    stage = OutputStage(MonitorConfig(format="none"))
+    stage.setup()
+    stage.process([{"seq": 0}, {"seq": 1}, {"seq": 4}])
+    assert stage.stats["missing"] == 2
+    stage.process([{"seq": 2}])  # a message classify emitted late
+    assert stage.stats["missing"] == 1
+    stage.process([{"seq": 5}, {"seq": 7}])
+    assert stage.stats["missing"] == 2
