@@ -42,8 +42,8 @@ from busted.workers.runner import worker_main
 log = logging.getLogger("busted.supervisor")
 
 STATS_INTERVAL_S = 1.0
-CAPTURE_START_GRACE_S = 10.0
-START_TIMEOUT_S = {"capture": 180.0, "other": 30.0}  # spawn to hello  # start capture anyway if a stage is slow to come up
+CAPTURE_START_GRACE_S = 10.0  # start capture anyway if a stage is slow to come up
+START_TIMEOUT_S = {"capture": 180.0, "other": 30.0}  # spawn to hello
 COUNTER_KEYS = ("received", "sent", "dropped", "errors")
 
 

@@ -63,6 +63,12 @@ _KEY_JSON = re.compile(
     rb"(\"(?:api[_-]?key|apiKey|access[_-]?token|secret|password|client_secret|authorization)\"\s*:\s*\")[^\"]+",
     re.I,
 )
+# NAME=value / NAME: value where the name says secret (env dumps pasted into prompts):
+# AWS_SECRET_ACCESS_KEY=..., DB_PASSWORD: ..., GITHUB_TOKEN=...
+_ASSIGNED = re.compile(
+    rb"(?i)\b([A-Z0-9_]*(?:SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY)[A-Z0-9_]*"
+    rb"\s*[=:]\s*[\"']?)([^\s\"'*]{4})[^\s\"']+"
+)
 _PRIVATE_KEY_BODY = re.compile(
     rb"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----).*?(-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
     re.S,
@@ -115,6 +121,8 @@ def _mask_piece(piece: bytes) -> bytes:
     piece = _TOKEN.sub(_keep_prefix, piece)
     if b"=" in piece:
         piece = _KEY_PARAM.sub(lambda m: m.group(1) + b"***", piece)
+    if b"=" in piece or b":" in piece:
+        piece = _ASSIGNED.sub(lambda m: m.group(1) + m.group(2) + b"***", piece)
     if b'"' in piece:
         piece = _KEY_JSON.sub(lambda m: m.group(1) + b"***", piece)
     return piece

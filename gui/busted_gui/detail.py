@@ -7,77 +7,25 @@ the daemon already masks them: the dashboard must never be the place a key leaks
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+# The daemon's own masking, applied once more: the dashboard must never be the place a
+# key leaks from (an older daemon, a replayed file).
+from busted.classifier.redact import is_secret_header, mask_header_value, mask_text
 from busted_gui.model import format_time, human_bytes, provider_of, timestamp_of
 
 Event = dict[str, Any]
 
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "openai-organization",
-        "x-amz-security-token",
-        "mcp-session-id",
-    }
-)
-_ALREADY_MASKED = re.compile(r"(\*{3,}|…|\.\.\.)")
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,})")
-
 TEXT_LIMIT = 4000  # characters of a prompt shown (the panel is not a pager)
 
 
-# NAME=value assignments whose name says secret (env dumps pasted into prompts).
-_ASSIGNED = re.compile(
-    r"(?i)\b([A-Z0-9_]*(?:SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY)[A-Z0-9_]*"
-    r"\s*[=:]\s*[\"']?)([^\s\"'*]{4})[^\s\"']+"
-)
-
-try:  # the daemon's own masking of key-looking tokens, when this package sits beside it
-    from busted.classifier.redact import mask_text as _daemon_mask_text
-except ImportError:  # pragma: no cover - the dashboard installed on its own
-    _daemon_mask_text = None
-
-
-def mask_text(text: str) -> str:
-    """Mask secrets in free text (prompts, responses) once more before showing it."""
-    if _daemon_mask_text is not None:
-        text = _daemon_mask_text(text)
-    text = _KEYLIKE.sub(lambda m: mask_value(m.group(0)), text)
-    return _ASSIGNED.sub(lambda m: m.group(1) + m.group(2) + "***", text)
-
-
-def mask_value(value: str) -> str:
-    """Keep a recognisable prefix of a secret, hide the rest."""
-    if _ALREADY_MASKED.search(value):
-        return value
-    scheme, _, token = value.partition(" ")
-    if token and scheme.lower() in ("bearer", "basic", "token"):
-        return f"{scheme} {mask_value(token)}"
-    if len(value) <= 8:
-        return "****"
-    return value[:4] + "…" + "*" * 6
-
-
 def masked_headers(headers: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """Headers as (name, value) with secrets masked, sorted by name."""
-    out = []
-    for name, value in sorted((headers or {}).items()):
-        text = str(value)
-        if name.lower() in SECRET_HEADERS:
-            text = mask_value(text)
-        else:
-            text = _KEYLIKE.sub(lambda m: mask_value(m.group(0)), text)
-        out.append((str(name), text))
-    return out
+    """Headers as (name, value) with secrets masked, sorted by name: credential headers
+    by name, key-looking tokens in any other value."""
+    return [(str(name), mask_header_value(str(name), str(value)) if is_secret_header(
+                str(name).lower()) else mask_text(str(value)))
+            for name, value in sorted((headers or {}).items())]
 
 
 @dataclass
