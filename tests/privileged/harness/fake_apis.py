@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -141,12 +142,18 @@ def ollama(request: Request, pause_s: float = 0.0) -> Response:
                     stream=[json.dumps(obj).encode() + b"\n" for obj in lines], pause_s=pause_s)
 
 
+# What a large download looks like: incompressible bytes (a tarball, an image), fixed so
+# runs are comparable.
+_RANDOM_BLOCK = random.Random(1234).randbytes(256 << 10)
+
+
 def download(request: Request) -> Response:
     query = parse_qs(urlsplit(request.path).query)
     total = int(query.get("bytes", ["1048576"])[0])
     chunk = int(query.get("chunk", ["16384"])[0])
     pause_s = int(query.get("pause_ms", ["0"])[0]) / 1000
-    block = (b"0123456789abcdef" * (chunk // 16 + 1))[:chunk]
+    block = _RANDOM_BLOCK[:chunk] if chunk <= len(_RANDOM_BLOCK) else (
+        _RANDOM_BLOCK * (chunk // len(_RANDOM_BLOCK) + 1))[:chunk]
 
     def chunks():
         sent = 0
