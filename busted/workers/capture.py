@@ -63,7 +63,9 @@ class CaptureLoop:
                 now = time.monotonic()
                 wait = min(IDLE_POLL_S, max(0.0, self.link.heartbeat_due(now)))
                 if (due := self.out.due_in()) is not None:
-                    wait = min(wait, due)
+                    # At least 1 ms: sources wait in whole milliseconds, and a wait
+                    # rounded down to 0 would spin until the flush is due.
+                    wait = min(wait, max(due, 0.001))
                 if self.source.exhausted:
                     self.out.flush()
                     if self.link.sock.poll(int(wait * 1000)) and self._commands():

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from busted.config import MonitorConfig
 from busted.kube import PodIndex, kubernetes_wanted
@@ -28,20 +27,9 @@ from busted.workers.stage import Event, Stage
 
 MAX_AGENTS = 10_000
 MAX_CONNECTIONS = 50_000
-# Weight of each signal in the confidence (they sum to 1.0).
-_WEIGHTS = {"process_name": 0.2, "uid": 0.1, "container": 0.2, "sdk": 0.3, "provider": 0.2}
-
-
-@dataclass
-class Agent:
-    """What we know of one agent identity."""
-
-    identity_id: int
-    first_seen: float
-    requests: int = 0
-    models: set[str] = field(default_factory=set)
-    tools: set[str] = field(default_factory=set)
-    pids: set[int] = field(default_factory=set)
+# Weight of each signal in the confidence, in the order of the signals tuple:
+# program, user, container/workload, SDK, provider (they sum to 1.0).
+_WEIGHTS = (0.2, 0.1, 0.2, 0.3, 0.2)
 
 
 def _is_conversation(event: Event) -> bool:
@@ -55,7 +43,8 @@ class IdentityStage(Stage):
     def __init__(self, config: MonitorConfig, clock=time.time) -> None:
         super().__init__(config)
         self.clock = clock
-        self.agents: OrderedDict[int, Agent] = OrderedDict()
+        self.agents: OrderedDict[int, float] = OrderedDict()  # identity -> first seen
+        self._fields: dict[tuple, dict] = {}
         # (pid, conn_id or dst) -> identity fields of the last request on it
         self.connections: OrderedDict[tuple, dict] = OrderedDict()
         self.pods: PodIndex | None = None
@@ -89,80 +78,79 @@ class IdentityStage(Stage):
         return f"{info.namespace}/{info.workload}"
 
     def _identify(self, event: Event) -> None:
+        get = event.get
         workload = self._add_pod(event) if self.pods is not None else ""
         key = self._connection_key(event)
-        is_request = (event.get("content_class") or "").endswith("REQUEST")
-        if not is_request and not event.get("agent_sdk") and key in self.connections:
+        is_request = (get("content_class") or "").endswith("REQUEST")
+        if not is_request and not get("agent_sdk") and key in self.connections:
             event.update(self.connections[key])
             self.connections.move_to_end(key)
             return
-        signals = {
-            "process_name": event.get("process_name") or "",
-            "uid": str(event.get("uid", "")) if event.get("uid") is not None else "",
+        uid = get("uid")
+        signals = (
+            get("process_name") or "",
+            "" if uid is None else str(uid),
             # Every replica of a workload is the same agent: name the workload, not
             # the replica's container.
-            "container": workload or event.get("container_id") or "",
-            "sdk": event.get("agent_sdk") or "",
-            "provider": event.get("llm_provider") or event.get("provider") or "",
-        }
-        fingerprint = "|".join(signals[k] for k in _WEIGHTS)
-        identity_id = zlib.crc32(fingerprint.encode()) & 0x7FFFFFFF
-        agent = self._agent(identity_id)
-        if is_request:
-            agent.requests += 1
-        if event.get("llm_model"):
-            agent.models.add(event["llm_model"])
-        if event.get("mcp_tool"):
-            agent.tools.add(event["mcp_tool"])
-        pid = event.get("pid")
-        if pid:
-            agent.pids.add(pid)
-            if len(agent.pids) > 64:  # a long-lived agent with many short workers
-                agent.pids.pop()
-        fields = {
-            "identity_id": identity_id,
-            "identity_instance": "-".join(
-                str(x) for x in (signals["process_name"] or "proc", pid or 0,
-                                 (signals["provider"] or "mcp").lower().replace(" ", "-"))),
-            "identity_confidence": round(sum(w for k, w in _WEIGHTS.items() if signals[k]), 2),
-            "identity_narrative": self._narrative(event, signals, agent),
-        }
+            workload or get("container_id") or "",
+            get("agent_sdk") or "",
+            get("llm_provider") or get("provider") or "",
+        )
+        # The fields depend only on these; most events repeat a combination seen just
+        # before, so they are computed once (this stage decodes every LLM/MCP event).
+        cache_key = (signals, get("pid") or 0, get("llm_model") or "", get("mcp_tool") or "",
+                     get("pod_name") or "", is_request or (get("content_class") or "")[:4])
+        fields = self._fields.get(cache_key)
+        if fields is None:
+            fields = self._compute(event, signals, cache_key[1])
+            if len(self._fields) >= MAX_CONNECTIONS:
+                self._fields.clear()
+            self._fields[cache_key] = fields
+        self._seen(fields["identity_id"])
         event.update(fields)
         self.connections[key] = fields
         self.connections.move_to_end(key)
-        while len(self.connections) > MAX_CONNECTIONS:
+        if len(self.connections) > MAX_CONNECTIONS:
             self.connections.popitem(last=False)
 
-    def _agent(self, identity_id: int) -> Agent:
-        agent = self.agents.get(identity_id)
-        if agent is None:
-            agent = self.agents[identity_id] = Agent(identity_id, self.clock())
-            self.stats["agents_seen"] += 1
-            while len(self.agents) > MAX_AGENTS:
-                self.agents.popitem(last=False)
-        else:
-            self.agents.move_to_end(identity_id)
-        return agent
+    def _compute(self, event: Event, signals: tuple[str, ...], pid: int) -> dict:
+        identity_id = zlib.crc32("|".join(signals).encode()) & 0x7FFFFFFF
+        process_name, _, _, sdk, provider = signals
+        return {
+            "identity_id": identity_id,
+            "identity_instance": f"{process_name or 'proc'}-{pid}-"
+                                 f"{(provider or 'mcp').lower().replace(' ', '-')}",
+            "identity_confidence": round(sum(w for w, s in zip(_WEIGHTS, signals, strict=True) if s), 2),
+            "identity_narrative": self._narrative(event, signals),
+        }
+
+    def _seen(self, identity_id: int) -> None:
+        agents = self.agents
+        if identity_id in agents:
+            agents.move_to_end(identity_id)
+            return
+        agents[identity_id] = self.clock()
+        self.stats["agents_seen"] += 1
+        if len(agents) > MAX_AGENTS:
+            agents.popitem(last=False)
 
     @staticmethod
-    def _narrative(event: Event, signals: dict[str, str], agent: Agent) -> str:
+    def _narrative(event: Event, signals: tuple[str, ...]) -> str:
+        process_name, _, container, sdk, provider = signals
         if (event.get("content_class") or "").startswith("MCP_"):
             what = "MCP client"
-            if agent.tools:
-                what += " calling " + ", ".join(sorted(agent.tools)[:3])
+            if event.get("mcp_tool"):
+                what += f" calling {event['mcp_tool']}"
         else:
-            model = event.get("llm_model") or ""
-            what = " ".join(x for x in (signals["provider"], model, "agent") if x)
+            what = " ".join(x for x in (provider, event.get("llm_model") or "", "agent") if x)
         parts = [what]
-        if signals["sdk"]:
-            parts.append(f"via {signals['sdk']} SDK")
-        parts.append(f"in {signals['process_name'] or 'a process'}")
+        if sdk:
+            parts.append(f"via {sdk} SDK")
+        parts.append(f"in {process_name or 'a process'}")
         if event.get("pod_name"):
             parts.append(f"(pod {event.get('pod_namespace')}/{event['pod_name']})")
-        elif signals["container"]:
-            parts.append(f"(container {signals['container'][:12]})")
-        parts.append(f"— {agent.requests} request{'s' if agent.requests != 1 else ''}"
-                     f" from {len(agent.pids)} process{'es' if len(agent.pids) != 1 else ''}")
+        elif container:
+            parts.append(f"(container {container[:12]})")
         return " ".join(parts)
 
     def tick(self, now: float) -> list[Event]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -274,7 +275,8 @@ class StageLoop:
                     waits.append(due)
                 if stopping:
                     waits.append(DRAIN_IDLE_S)
-                ready = dict(poller.poll(max(0, int(min(waits) * 1000))))
+                # Round up: a 0.7 ms wait truncated to poll(0) would spin until it passed.
+                ready = dict(poller.poll(max(0, math.ceil(min(waits) * 1000))))
                 if self.input in ready:
                     self._drain_input()
                     last_input = time.monotonic()
