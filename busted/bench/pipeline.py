@@ -95,14 +95,15 @@ def _cpu_sampler(runtime_dir: Path, stop: threading.Event, out: dict[str, float]
         time.sleep(0.2)
 
 
-def run_once(rate: int, duration_s: float, *, latency: bool, workdir: Path) -> dict[str, Any]:
+def run_once(rate: int, duration_s: float, *, latency: bool, workdir: Path,
+             fmt: str = "json") -> dict[str, Any]:
     """One monitor, ``rate`` events/s for ``duration_s``; returns its figures."""
     runtime_dir = Path(tempfile.mkdtemp(prefix="bp", dir=workdir))
     summary_path = runtime_dir.with_suffix(".json")
     count = int(rate * duration_s)
     env = dict(os.environ, BUSTED_SUMMARY_JSON=str(summary_path))
     cmd = [*_busted(), "monitor", "--source", "synthetic", "--rate", str(rate), "--count",
-           str(count), "--exit-when-done", "--format", "json", "--runtime-dir", str(runtime_dir)]
+           str(count), "--exit-when-done", "--format", fmt, "--runtime-dir", str(runtime_dir)]
     probe = None
     stop = threading.Event()
     cpu: dict[str, float] = {}
@@ -157,8 +158,10 @@ def run_once(rate: int, duration_s: float, *, latency: bool, workdir: Path) -> d
               help="Seconds of traffic per measured rate.")
 @click.option("--max-rate", type=int, default=THROUGHPUT_RATES[-1], show_default=True,
               help="Highest offered rate tried for the zero-loss search.")
+@click.option("--format", "fmt", type=click.Choice(["json", "none"]), default="json",
+              show_default=True, help="The output worker's format (none: publish only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def pipeline(duration: float, max_rate: int, as_json: bool) -> int:
+def pipeline(duration: float, max_rate: int, fmt: str, as_json: bool) -> int:
     """Throughput (zero loss) and latency of the real pipeline with synthetic events."""
     workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
     workdir.chmod(0o711)  # the unprivileged worker account must traverse it
@@ -167,13 +170,13 @@ def pipeline(duration: float, max_rate: int, as_json: bool) -> int:
     latency: dict[str, dict[str, float]] = {}
     for rate in LATENCY_RATES:
         say(f"latency run at {rate:,} events/s ...")
-        r = run_once(rate, min(duration, 3.0), latency=True, workdir=workdir)
+        r = run_once(rate, min(duration, 3.0), latency=True, workdir=workdir, fmt=fmt)
         runs.append(r)
         latency[str(rate)] = r.get("latency_ms", {})
     sustained = 0
     for rate in (r for r in THROUGHPUT_RATES if r <= max_rate):
         say(f"throughput run at {rate:,} events/s ...")
-        r = run_once(rate, duration, latency=False, workdir=workdir)
+        r = run_once(rate, duration, latency=False, workdir=workdir, fmt=fmt)
         runs.append(r)
         # Zero loss, and the offer actually met: a source that fell behind did not
         # sustain the rate, it only produced the same count more slowly.
@@ -188,6 +191,7 @@ def pipeline(duration: float, max_rate: int, as_json: bool) -> int:
         "latency_ms": latency,
         "runs": runs,
         "cpus": os.cpu_count(),
+        "format": fmt,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
