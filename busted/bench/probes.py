@@ -378,9 +378,11 @@ def print_report(report: dict[str, Any]) -> None:
                  f"{r['probes_only_ratio']:.3f}")
     ev = report["events"]
     echo(f"Events (all monitor runs): produced {ev['produced']:,}, dropped {ev['dropped']:,}, "
-         f"lost {ev['lost']:,} as the monitor counts it, of which {ev['merged']:,} were captures "
-         f"merged by reassembly; really lost {ev['lost_not_merged']:,} "
-         f"(ring buffer {ev['kernel_lost']:,})")
+         f"lost {ev['lost']:,} (ring buffer {ev['kernel_lost']:,}); captures merged into "
+         f"reassembled messages {ev['merged']:,}")
+    if ev["lost_not_merged"] != ev["lost"]:
+        echo(f"  (the monitor's 'lost' counts merged captures too: really lost "
+             f"{ev['lost_not_merged']:,})")
     restarts = [r for r in ev["worker_restarts"] if r]
     echo(f"Worker restarts during the runs: {restarts or 'none'}; every client captured: "
          f"{'yes' if report['all_clients_captured'] else 'NO'}")
