@@ -304,12 +304,18 @@ class StageLoop:
         return False
 
     def _drain_input(self) -> None:
+        link = self.link
         for _ in range(FRAMES_PER_WAKEUP):
             try:
                 frame = self.input.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self._handle(frame.bytes)
+            # A backlog of slow batches (large bodies to classify) must not look like a
+            # hang to the supervisor: heartbeat between frames when one is due.
+            now = time.monotonic()
+            if now >= link.next_heartbeat:
+                link.heartbeat(now, self._report())
 
     def _handle(self, frame: bytes) -> None:
         stage = self.stage
