@@ -216,7 +216,8 @@ class Supervisor:
             return  # a message from a previous incarnation, or a stranger
         worker.last_seen = self.clock()
         kind = message["type"]
-        worker.report = message
+        if kind != "fatal":  # a fatal message carries no counters
+            worker.report = message
         if kind == "hello" and worker.state == State.STARTING:
             worker.to(State.RUNNING)
             log.debug("%s is running (pid %d)", role, worker.pid)
@@ -233,6 +234,10 @@ class Supervisor:
         process = worker.process
         process.join(timeout=1)  # its sentinel fired: reaping it is immediate
         code = process.exitcode
+        if worker.state == State.STOPPING and self.router.poll(50):
+            # Its final counters ("bye") were sent before it exited but may still be in
+            # flight: read them before this incarnation's report is retired.
+            self._read_router()
         worker.process = None
         worker.retire_report()
         if self.stopping or worker.state == State.STOPPING:
