@@ -304,6 +304,14 @@ class StageLoop:
         return False
 
     def _drain_input(self) -> None:
+        """Handle what is queued, then send the results on at once: the input arrived
+        batched already, so waiting for the flush timer here would only add latency."""
+        try:
+            self._drain_frames()
+        finally:
+            self.out.flush()
+
+    def _drain_frames(self) -> None:
         link = self.link
         for _ in range(FRAMES_PER_WAKEUP):
             try:
