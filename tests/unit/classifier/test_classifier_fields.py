@@ -182,3 +182,14 @@ def test_masking() -> None:
         "FAKEFAKE" not in got["tls_payload"]
         and got["llm_endpoint"] == "/v1beta/models/gemini-pro:generateContent"
     )
+
+
+def test_binary_bodies_are_not_scanned_for_pii():
+    from busted.classifier import classify
+
+    body = b"card 4111 1111 1111 1111 mail jane@example.com"
+    for ctype, scanned in ((b"application/octet-stream", False), (b"image/png", False),
+                           (b"text/plain", True)):
+        data = (b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert bool(classify(data, direction="read").get("pii_detected")) is scanned, ctype
