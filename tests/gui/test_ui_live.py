@@ -3,56 +3,17 @@ no-daemon message, and the permission message for a user outside group busted.""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import pytest
+from monitor_process import Monitor
 from polling import wait_for
 
 from busted_gui.model import provider_of
 
 pytestmark = pytest.mark.gui
-
-BUSTED = [sys.executable, "-m", "busted"]
-
-
-class Monitor:
-    """`busted monitor --source synthetic --format json` with its stdout lines collected."""
-
-    def __init__(self, runtime_dir: Path, *args: str) -> None:
-        self.lines: list[str] = []
-        self.stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            [*BUSTED, "monitor", "--source", "synthetic", "--runtime-dir", str(runtime_dir),
-             "--format", "json", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink: list[str]) -> None:
-        for raw in stream:
-            sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-
 
 def test_ui_shows_the_events_the_output_worker_printed(launch, short_tmp):
     run = short_tmp / "run"
@@ -63,7 +24,7 @@ def test_ui_shows_the_events_the_output_worker_printed(launch, short_tmp):
     wait_for(lambda: any("No Busted daemon" in line for line in ui.stderr),
              what="the no-daemon message on stderr")
 
-    monitor = Monitor(run, "--rate", "200", "--count", "600")
+    monitor = Monitor(run, "--source", "synthetic", "--rate", "200", "--count", "600")
     try:
         ui.wait_state(lambda s: s["state"] == "live" and s["received"] > 0, timeout=30,
                       what="the window to go live")

@@ -17,6 +17,16 @@ from busted import schema
 from .conftest import busted_cli, wait_for
 
 
+def _all_gone(pids: set[int]) -> bool:
+    """No process of these pids is left (a zombie awaiting its reaper counts as gone)."""
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    return not any(alive(p) for p in pids)
+
+
 def test_every_synthetic_event_is_printed_once(monitor_factory):
     mon = monitor_factory("--source", "synthetic", "--rate", "2000", "--count", "3000",
                           "--exit-when-done")
@@ -142,8 +152,7 @@ def test_shutdown_leaves_no_process_and_a_second_monitor_is_refused(monitor_fact
     started = time.monotonic()
     assert mon.stop(signal.SIGINT) == 0
     assert time.monotonic() - started < 5
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                             for p in children), 5, "workers to be gone")
+    wait_for(lambda: _all_gone(children), 5, "workers to be gone")
     assert not (mon.runtime_dir / "control.sock").exists()
 
 
@@ -220,11 +229,7 @@ def test_workers_die_with_a_killed_supervisor(monitor_factory):
     children = mon.worker_pids()
     mon.proc.kill()
     mon.proc.wait(5)
-
-    def gone():
-        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                       for p in children)
-    wait_for(gone, 5, "orphaned workers to exit")
+    wait_for(lambda: _all_gone(children), 5, "orphaned workers to exit")
     # The next monitor cleans the stale runtime directory up and starts.
     again = monitor_factory("--source", "synthetic", "--rate", "100", fmt="none",
                             name=mon.runtime_dir.name)
