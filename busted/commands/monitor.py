@@ -14,6 +14,7 @@ from busted.config import DEFAULT_RUNTIME_DIR, MAX_COPY_LIMIT, MonitorConfig
 from busted.errors import PrivilegeError, UsageError
 from busted.metrics import parse_address
 from busted.sinks import parse_spec
+from busted.sources import parse_source
 
 log = logging.getLogger("busted.monitor")
 
@@ -35,12 +36,7 @@ def _config_from_flags(**opts) -> MonitorConfig:
         if not Path(directory).is_dir():
             raise UsageError(f"--policy-dir {directory}: no such directory.")
     source = opts["source"]
-    kind, _, arg = source.partition(":")
-    if kind not in ("bpf", "synthetic", "replay") or (kind == "replay") != bool(arg):
-        raise UsageError(
-            f"unknown source {source!r}.",
-            "Use --source bpf (the default), --source synthetic or --source replay:FILE.",
-        )
+    kind, arg = parse_source(source)
     if kind == "replay" and not Path(arg).is_file():
         raise UsageError(f"--source replay:{arg}: no such file.")
     for spec in opts["output"]:

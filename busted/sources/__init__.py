@@ -39,24 +39,31 @@ class Source(Protocol):
         """Detach and release everything."""
 
 
+KINDS = ("bpf", "synthetic", "replay")
+
+
+def parse_source(spec: str) -> tuple[str, str]:
+    """Check a ``--source`` spelling; returns (kind, argument)."""
+    kind, _, arg = spec.partition(":")
+    if kind not in KINDS or (kind == "replay") != bool(arg):
+        raise UsageError(
+            f"unknown source {spec!r}.",
+            "Use --source bpf (the default), --source synthetic or --source replay:FILE.",
+        )
+    return kind, arg
+
+
 def open_source(config: MonitorConfig) -> Source:
     """Build the source named by ``config.source``."""
-    kind, _, arg = config.source.partition(":")
+    kind, arg = parse_source(config.source)
     if kind == "synthetic":
         from busted.sources.synthetic import SyntheticSource
 
         return SyntheticSource(rate=config.rate, count=config.count)
     if kind == "replay":
-        if not arg:
-            raise UsageError("--source replay needs a file: --source replay:events.jsonl")
         from busted.sources.replay import ReplaySource
 
         return ReplaySource(arg, rate=config.rate)
-    if kind == "bpf":
-        from busted.sources.kernel import KernelSource
+    from busted.sources.kernel import KernelSource  # kind == "bpf"
 
-        return KernelSource(config)
-    raise UsageError(
-        f"unknown source {config.source!r}",
-        "Use --source bpf (the default), --source synthetic or --source replay:FILE.",
-    )
+    return KernelSource(config)

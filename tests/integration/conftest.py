@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from monitor_process import BUSTED, Monitor, busted_cli  # noqa: F401 - re-exported
+from monitor_process import Monitor, busted_cli  # noqa: F401 - re-exported
 from polling import wait_for  # noqa: F401 - re-exported for the tests here
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from monitor_process import BUSTED
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "classifier"
-BUSTED = [sys.executable, "-m", "busted"]
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from monitor_process import BUSTED
 
 REPO = Path(__file__).resolve().parents[2]
-BUSTED = [sys.executable, "-m", "busted"]
 
 
 def run(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:

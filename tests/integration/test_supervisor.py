@@ -217,8 +217,7 @@ def test_a_hung_worker_is_killed_and_restarted(monitor_factory):
     back = wait_for(lambda: (w := mon.status()["workers"]["identity"])["state"] == "running"
                     and w["pid"] != identity_pid and w, 10, "identity to be replaced")
     assert back["restarts"] == 1
-    assert not psutil.pid_exists(identity_pid) or \
-        psutil.Process(identity_pid).status() == psutil.STATUS_ZOMBIE
+    assert _all_gone({identity_pid})
     assert mon.stop() == 0
     assert "sent no heartbeat" in mon.stderr_text()
 
