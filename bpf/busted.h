@@ -17,6 +17,8 @@
  *   RING_PAGES    ring buffer size in pages (power of two)
  *   PLAIN_PORTn   TCP destination ports whose plain-text payload is copied
  *   READ_WAKEUP_EVERY  read records between forced consumer wake-ups (power of two)
+ *   ENFORCE       (defined or not) --enforce: TLS writes of holdable processes are
+ *                 sent at entry and the writer stopped until userspace decides
  */
 #ifndef BUSTED_H
 #define BUSTED_H
@@ -65,6 +67,7 @@
 
 /* data_rec.flags */
 #define FLAG_TRUNCATED 1 /* the call carried more than MAX_COPY bytes */
+#define FLAG_HELD 2      /* sent at the call's entry; the writer is stopped (SIGSTOP) */
 
 /* index into the per-cpu `lost` array */
 #define LOST_RINGBUF 0   /* ring buffer full: a record was dropped */
@@ -235,7 +238,7 @@ static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
 
 /* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records. */
 static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 fd,
-                                      u64 buf, u64 n)
+                                      u64 buf, u64 n, u8 flags)
 {
     u32 zero = 0;
     struct data_rec *r = scratch.lookup(&zero);
@@ -250,7 +253,7 @@ static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 
     r->fd = fd;
     r->source = source;
     r->direction = direction;
-    r->flags = n > MAX_COPY ? FLAG_TRUNCATED : 0;
+    r->flags = flags | (n > MAX_COPY ? FLAG_TRUNCATED : 0);
     u64 want = n > MAX_COPY ? MAX_COPY : n;
     /* A wake-up costs the traced thread an interrupt: ~6 us per record on this VM
      * (bpf_stats: tls_write_return 7.8 us with forced wake-ups, 1.6 us without).
@@ -259,7 +262,9 @@ static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 
      * reads (answers streamed in many small calls) do not wake it, except every
      * READ_WAKEUP_EVERY records; the consumer drains the rest after its poll timeout. */
     u64 wake = 0;
-    if (direction == DIR_READ) {
+    if (flags & FLAG_HELD) {
+        wake = BT_RB_FORCE_WAKEUP; /* the writer waits for this record's verdict */
+    } else if (direction == DIR_READ) {
         u64 *cnt = read_records.lookup(&zero);
         if (cnt) {
             *cnt += 1;

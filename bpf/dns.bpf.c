@@ -44,7 +44,7 @@ static __always_inline void dns_message(struct mmsg_call *c, u32 i)
         return;
     if (bpf_probe_read_user(&sent, sizeof(sent), (void *)(hdr + 56)) != 0 || !sent)
         return;
-    emit_data(SRC_DNS, DIR_WRITE, c->conn_id, c->fd, base, sent);
+    emit_data(SRC_DNS, DIR_WRITE, c->conn_id, c->fd, base, sent, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)

@@ -3,7 +3,7 @@
  * Attached to the root of the cgroup v2 hierarchy, so every process on the host passes
  * through it on connect(2). A destination is denied when (family, address, port) or
  * (family, address, any port) is in `blocked`; the caller then gets EPERM and a record
- * says who tried. Compiled as its own object, only under --enforce: capture does not
+ * says who tried (in report-only mode the connect goes ahead and is only recorded). Compiled as its own object, only under --enforce: capture does not
  * pay for it otherwise. Cost when nothing matches: one or two hash lookups per connect.
  *
  * Why not BPF LSM socket_connect: this kernel refuses to load LSM programs (lockdown);
@@ -27,13 +27,15 @@ struct block_rec {
     u32 uid;
     u32 family;
     u16 port;
-    u16 pad;
+    u16 refused;  /* 0 in report-only mode (--dry-run): the connect went ahead */
     u8 addr[16];
     char comm[TASK_COMM_LEN];
 };
 
 BPF_HASH(blocked, struct dst_key, u8, 4096);
 BPF_RINGBUF_OUTPUT(enforce_events, 8);
+/* [0]: 1 = report only (--dry-run): record matches, refuse nothing */
+BPF_ARRAY(enforce_mode, u32, 1);
 
 static __always_inline int judge(struct dst_key *k)
 {
@@ -46,6 +48,9 @@ static __always_inline int judge(struct dst_key *k)
     }
     if (!hit)
         return 1; /* allow */
+    u32 zero = 0;
+    u32 *mode = enforce_mode.lookup(&zero);
+    int refuse = !(mode && *mode == 1);
     struct block_rec *r = enforce_events.ringbuf_reserve(sizeof(struct block_rec));
     if (r) {
         u64 id = bpf_get_current_pid_tgid();
@@ -53,12 +58,12 @@ static __always_inline int judge(struct dst_key *k)
         r->uid = (u32)bpf_get_current_uid_gid();
         r->family = k->family;
         r->port = k->port;
-        r->pad = 0;
+        r->refused = refuse;
         __builtin_memcpy(r->addr, k->addr, sizeof(r->addr));
         bpf_get_current_comm(r->comm, sizeof(r->comm));
         enforce_events.ringbuf_submit(r, 0);
     }
-    return 0; /* the caller's connect() fails with EPERM */
+    return refuse ? 0 : 1; /* 0: the caller's connect() fails with EPERM */
 }
 
 int block_connect4(struct bpf_sock_addr *ctx)

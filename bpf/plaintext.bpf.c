@@ -119,7 +119,7 @@ static __always_inline int io_exit(long ret, u8 direction)
     u64 n = (u64)ret;
     if (c.limit && n > c.limit)
         n = c.limit;
-    emit_data(c.source, direction, c.conn_id, c.fd, c.buf, n);
+    emit_data(c.source, direction, c.conn_id, c.fd, c.buf, n, 0);
     return 0;
 }
 

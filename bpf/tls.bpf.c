@@ -17,6 +17,13 @@
  * 100-byte calls: entry ~0.6 us, return ~1.5 us of BPF time, plus ~1.3 us for the
  * two emulated traps (KernelSource.program_stats reports the BPF part). Connections
  * judged uninteresting (verdicts map) stop at the entry probe.
+ *
+ * Enforcement (-DENFORCE, busted monitor --enforce): a write of a process userspace
+ * marked holdable (no controlling terminal) on a connection not judged uninteresting
+ * is sent from the ENTRY probe, before the library has encrypted anything, and the
+ * process is stopped with SIGSTOP; userspace resumes it (SIGCONT) or kills it
+ * (SIGKILL) once the policy has decided. A process denied while not holdable is in
+ * `kill_on_write`: its next TLS write is killed here, before encryption.
  */
 #include "busted.h"
 
@@ -25,12 +32,35 @@ struct tls_call {
     u64 buf;
     u64 out;   /* size_t *written / *readbytes, 0 for the int-returning API */
     u64 sp;    /* stack pointer at entry: tells our return from a nested call's */
+    u64 held;  /* the entry probe sent the bytes and stopped the writer */
 };
 
 /* one entry per thread inside a call: a plain hash (LRU updates cost more) */
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);
 /* (pid, SSL*) -> fd and SNI; written once per connection, read by userspace only */
 BPF_TABLE("lru_hash", struct conn_key, struct ssl_info, ssl_infos, 65536);
+
+#ifdef ENFORCE
+#define BT_SIGKILL 9
+#define BT_SIGSTOP 19
+/* processes without a controlling terminal (userspace fills it at start and exec; a
+ * fork inherits it below): their writes are held until the verdict */
+BPF_TABLE("lru_hash", u32, u8, holdable, 65536);
+/* processes denied while not holdable: killed at their next TLS write */
+BPF_HASH(kill_on_write, u32, u8, 4096);
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    /* the forking thread's process, not args->parent_pid (that is the thread id) */
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!holdable.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    holdable.update(&child, &one);
+    return 0;
+}
+#endif
 
 static __always_inline struct ssl_info *ssl_info_of(u32 pid, u64 ssl)
 {
@@ -51,6 +81,13 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
     u64 id = bpf_get_current_pid_tgid();
     if (skip_self(id))
         return 0;
+#ifdef ENFORCE
+    u32 pid = id >> 32;
+    if (direction == DIR_WRITE && kill_on_write.lookup(&pid)) {
+        bpf_send_signal(BT_SIGKILL);
+        return 0;
+    }
+#endif
     u64 key = call_key(id, direction);
     struct tls_call c = {};
     c.ssl = PT_REGS_PARM1(ctx);
@@ -64,6 +101,17 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
      * already track (e.g. SSL_write -> SSL_write_ex); the outer one reports */
     if (outer && outer->sp > c.sp)
         return 0;
+#ifdef ENFORCE
+    if (direction == DIR_WRITE && holdable.lookup(&pid)) {
+        /* num: size_t for the _ex API, int for SSL_write */
+        u64 n = has_out ? PT_REGS_PARM3(ctx) : (u64)(s64)(int)PT_REGS_PARM3(ctx);
+        if ((s64)n > 0) {
+            c.held = 1;
+            emit_data(SRC_TLS, DIR_WRITE, c.ssl, -1, c.buf, n, FLAG_HELD);
+            bpf_send_signal(BT_SIGSTOP); /* taken before the next user instruction */
+        }
+    }
+#endif
     if (tls_calls.update(&key, &c) != 0)
         count_lost(LOST_STASH);
     return 0;
@@ -81,6 +129,8 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
     if (PT_REGS_SP(ctx) != c.sp + 8)
         return 0;
     tls_calls.delete(&key);
+    if (c.held)
+        return 0; /* its bytes went out at entry */
     int ret = (int)PT_REGS_RC(ctx);
     if (ret <= 0)
         return 0; /* failed or would block: nothing moved */
@@ -95,7 +145,7 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
         return 0;
     /* fd -1: userspace knows SSL* -> fd from the REC_SSL_FD record (one lookup less
      * on the hot path) */
-    emit_data(SRC_TLS, direction, c.ssl, -1, c.buf, n);
+    emit_data(SRC_TLS, direction, c.ssl, -1, c.buf, n, 0);
     return 0;
 }
 

@@ -63,6 +63,10 @@ class Worker:
     report: dict[str, Any] = field(default_factory=dict)  # latest heartbeat of this incarnation
     base: Counter = field(default_factory=Counter)  # counters of previous incarnations
     next_seq: int = 0  # capture only: where a restarted capture continues numbering
+    # Sent its final counters while stopping: everything it had is downstream, so the
+    # next stage may stop even though this process is still exiting (capture's kernel
+    # probes take seconds to detach).
+    drained: bool = False
 
     def to(self, new: State) -> None:
         self.state = check_transition(self.state, new)
@@ -151,6 +155,7 @@ class Supervisor:
         process.start()
         worker.process = process
         worker.to(State.STARTING)
+        worker.drained = False
         worker.started_at = worker.last_seen = self.clock()
         log.debug("started %s (pid %d)", worker.role, process.pid)
 
@@ -218,6 +223,8 @@ class Supervisor:
         kind = message["type"]
         if kind != "fatal":  # a fatal message carries no counters
             worker.report = message
+        if kind == "bye" and worker.state == State.STOPPING:
+            worker.drained = True
         if kind == "hello" and worker.state == State.STARTING:
             worker.to(State.RUNNING)
             log.debug("%s is running (pid %d)", role, worker.pid)
@@ -328,9 +335,12 @@ class Supervisor:
             # Every stage keeps working while the ones before it drain, so one shared
             # deadline fits: a backlog gets all the time there is.
             if worker.state == State.STOPPING and worker.process is not None and overall_late:
-                log.warning("%s did not stop in time; killing it", role)
+                if worker.drained:  # only its exit is slow (nothing is lost)
+                    log.debug("%s still exiting; killing it", role)
+                else:
+                    log.warning("%s did not stop in time; killing it", role)
                 worker.process.kill()
-            if not overall_late:
+            if not overall_late and not worker.drained:
                 return  # one stage at a time
 
     def _all_stopped(self) -> bool:

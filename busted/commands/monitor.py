@@ -24,14 +24,20 @@ def _config_from_flags(**opts) -> MonitorConfig:
         raise UsageError(f"--max-copy must be between 64 and {MAX_COPY_LIMIT} bytes.")
     if opts["dry_run"] and not opts["enforce"]:
         raise UsageError("--dry-run only makes sense with --enforce.")
+    if opts["fail_closed"] and not opts["enforce"]:
+        raise UsageError("--fail-closed only makes sense with --enforce.")
     if opts["enforce"]:
-        # Kernel enforcement (held writes, connect blocking) is not in this build yet;
-        # accepting the flag silently would let people believe denials are stopped.
-        raise UsageError(
-            "--enforce is not available yet: this version reports decisions but does not "
-            "act on them.",
-            "Run without --enforce; each event's `policy` field says allow, audit or deny.",
-        )
+        if not (opts["policy_dir"] or opts["rule"]):
+            raise UsageError(
+                "--enforce needs a policy to enforce.",
+                "Add --policy-dir DIR or --rule 'package busted ...' (see policies/README.md).",
+            )
+        if opts["source"] != "bpf":
+            raise UsageError(
+                f"--enforce acts on real processes, so it needs --source bpf "
+                f"(not {opts['source']!r}).",
+                "Drop --source, or drop --enforce to see decisions on synthetic or replayed events.",
+            )
     for directory in opts["policy_dir"]:
         if not Path(directory).is_dir():
             raise UsageError(f"--policy-dir {directory}: no such directory.")
@@ -149,7 +155,13 @@ def monitor(**opts) -> int:
 
         click.echo(dump_bpf(config))
         return 0
-    if (config.source == "bpf" or config.enforce) and os.geteuid() != 0:
+    if config.enforce and os.geteuid() != 0:
+        raise PrivilegeError(
+            "--enforce needs root: it stops, resumes and kills other users' processes and "
+            "attaches connect filters to the cgroup hierarchy.",
+            "Run `sudo busted monitor --enforce ...`, or without --enforce to only report decisions.",
+        )
+    if config.source == "bpf" and os.geteuid() != 0:
         raise PrivilegeError(
             "capturing from the kernel needs root: busted loads eBPF programs.",
             "Run `sudo busted monitor`, or try it without root using "

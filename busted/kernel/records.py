@@ -37,6 +37,7 @@ DIR_WRITE = 0
 DIR_READ = 1
 
 FLAG_TRUNCATED = 1
+FLAG_HELD = 2  # sent at the write's entry; the writer is stopped until its verdict
 
 LOST_RINGBUF = 0
 LOST_READ = 1

@@ -248,6 +248,8 @@ class Tracker:
             conn_id=rec.conn_id,
             truncated=bool(rec.flags & records.FLAG_TRUNCATED) or not complete,
         )
+        if rec.flags & records.FLAG_HELD:
+            ev["held"] = True  # the enforcer in capture gives it its hold_id
         pid = rec.h.pid
         fd = rec.fd
         if tls:

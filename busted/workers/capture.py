@@ -22,6 +22,7 @@ import zmq
 
 from busted import ipc
 from busted.config import MonitorConfig
+from busted.enforcer import Enforcer
 from busted.rundir import RuntimeDir
 from busted.sources import Source, open_source
 from busted.workers.runner import Counters, SupervisorLink
@@ -47,15 +48,29 @@ class CaptureLoop:
             # and counted.
             push.connect(ep.stage_input("classify"))
             self.out = ipc.BatchSender(push, wait_ms=0)
-            self.feedback = ipc.make_socket(ctx, zmq.PULL, hwm=1000)
+            self.feedback = ipc.make_socket(ctx, zmq.PULL, hwm=10000)
             self.feedback.bind(ep.feedback)
             rundir.secure_socket(ep.feedback, "pipe")
         finally:
             os.umask(old_umask)
         self.source = source or open_source(config)
+        self.enforcer: Enforcer | None = None
+        if config.enforce:
+            self.enforcer = _make_enforcer(config, self.source)
 
     def run(self) -> None:
         self.source.start()
+        enforcer = self.enforcer
+        poller = None
+        if enforcer is not None:
+            enforcer.start()
+            # Verdicts for held writes must be read as soon as they come, not after the
+            # source's wait: wait on the feedback socket and the ring buffer together.
+            fd = self.source.fileno() if hasattr(self.source, "fileno") else -1
+            if fd >= 0:
+                poller = zmq.Poller()
+                poller.register(self.feedback, zmq.POLLIN)
+                poller.register(fd, zmq.POLLIN)
         log.info("capture ready: source %s", self.config.source)
         self.link.heartbeat(time.monotonic(), self._report(), kind="hello")
         try:
@@ -66,27 +81,47 @@ class CaptureLoop:
                     # At least 1 ms: sources wait in whole milliseconds, and a wait
                     # rounded down to 0 would spin until the flush is due.
                     wait = min(wait, max(due, 0.001))
+                if enforcer is not None and (due := enforcer.due_in(now)) is not None:
+                    wait = min(wait, max(due, 0.001))
                 if self.source.exhausted:
                     self.out.flush()
                     if self.link.sock.poll(int(wait * 1000)) and self._commands():
                         return
                 else:
+                    if poller is not None:
+                        poller.poll(max(1, int(wait * 1000 + 0.999)))
+                        wait = 0.0
                     events = self.source.poll(wait)
                     if events:
                         self._number(events)
+                        if enforcer is not None:
+                            enforcer.track(events)
                         self.out.add(events)
-                self.out.flush_if_due()
                 self._apply_feedback()
+                if enforcer is not None:
+                    self._send_own(enforcer.tick(time.monotonic()))
+                self.out.flush_if_due()
                 if self._commands():
                     return
                 now = time.monotonic()
                 if now >= self.link.next_heartbeat:
                     self.link.heartbeat(now, self._report())
         finally:
+            if enforcer is not None:
+                self._send_own(enforcer.close())
             self.out.flush()
-            self.source.close()
+            # "bye" first: the supervisor may stop the next stage while the kernel
+            # detaches the probes (seconds with bcc).
             self.link.heartbeat(time.monotonic(), self._report(), kind="bye")
+            self.source.close()
             self.feedback.close(linger=0)
+
+    def _send_own(self, events: list[dict[str, Any]]) -> None:
+        """Events capture makes itself (enforcement actions) join the stream."""
+        if events:
+            self._number(events)
+            self.out.add(events)
+            self.out.flush()
 
     def _number(self, events: list[dict[str, Any]]) -> None:
         seq = self.seq
@@ -106,12 +141,33 @@ class CaptureLoop:
             except zmq.Again:
                 return
             try:
-                self.source.feedback(ipc.unpack(frame))
+                command = ipc.unpack(frame)
+                if self.enforcer is not None and command.get("cmd") in ENFORCER_COMMANDS:
+                    self.enforcer.feedback(command)
+                else:
+                    self.source.feedback(command)
             except Exception as exc:  # noqa: BLE001 - a bad verdict never stops capture
                 self.counters.error(type(exc).__name__, f"feedback: {exc!r}")
 
     def _report(self) -> dict[str, Any]:
-        report = self.counters.report(self.out.sent, self.out.dropped, self.source.stats())
+        extra = dict(self.source.stats())
+        if self.enforcer is not None:
+            extra.update({f"enforce_{k}": v for k, v in self.enforcer.report().items()})
+        report = self.counters.report(self.out.sent, self.out.dropped, extra)
         report["next_seq"] = self.seq
         report["exhausted"] = bool(self.source.exhausted)
         return report
+
+
+ENFORCER_COMMANDS = ("release", "kill", "block")
+
+
+def _make_enforcer(config: MonitorConfig, source: Source) -> Enforcer:
+    """The enforcer with its kernel parts: the connect blocker (report-only in a dry
+    run) and, when writes are held, the watchdog that outlives this worker."""
+    from busted.sources.kernel import ConnectBlocker, holds_writes
+    from busted.watchdog import Watchdog
+
+    watchdog = Watchdog(config.fail_closed) if holds_writes(config) else None
+    return Enforcer(config, source, blocker=ConnectBlocker(report_only=config.dry_run),
+                    watchdog=watchdog)

@@ -11,6 +11,12 @@ classification fields, the masked ``tls_payload`` text and ``bytes``, and withou
 classified already) passes through untouched, in order. A connection whose first
 message is plainly not LLM / MCP gets a ``{"cmd": "verdict", "capture": False}`` sent
 back once, so the kernel stops copying its payload.
+
+Held writes (``--enforce``): a capture with ``held`` whose writer is stopped waits for
+an answer. If it does not complete a message (request headers before the body, HTTP/2
+control frames), there is nothing to judge yet and ``{"cmd": "release"}`` goes back to
+capture at once; otherwise the LAST message it completed carries the hold on to the
+policy worker, which answers.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ class ClassifyStage(Stage):
         reassembler = self.reassembler
         for event in events:
             if event.get("payload") is not None and not event.get("content_class"):
-                out.extend(reassembler.feed(event, now))
+                done = reassembler.feed(event, now)
+                if event.get("held") or done:
+                    self._carry_hold(event, done)
+                out.extend(done)
             elif "payload" in event:
                 # Already classified by its source (or an empty capture): only make sure
                 # raw bytes go no further than this stage.
@@ -67,6 +76,23 @@ class ClassifyStage(Stage):
 
     def close(self) -> list[Event]:
         return self.reassembler.flush_all()
+
+    def _carry_hold(self, capture: Event, done: list[Event]) -> None:
+        """Messages copy their first capture's fields: only the capture just fed may
+        hold its writer, and only the last message it completed answers for it."""
+        for event in done:
+            if event.get("held"):
+                event["held"] = False
+                event["hold_id"] = 0
+        if not capture.get("held"):
+            return
+        if done:
+            done[-1]["held"] = True
+            done[-1]["hold_id"] = capture.get("hold_id", 0)
+        else:
+            self.stats["held_released_incomplete"] += 1
+            self.feedback({"cmd": "release", "hold_id": capture.get("hold_id", 0),
+                           "pid": capture.get("pid", 0)})
 
     def _send_verdicts(self) -> None:
         verdicts = self.reassembler.verdicts

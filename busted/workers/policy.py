@@ -13,6 +13,16 @@ The engines are built in this worker's own thread (regorus requires it); ``tick`
 reloads the policies when their files change. A broken policy at start-up raises
 :class:`busted.errors.PolicyError` with file:line:col; a broken edit later keeps the
 previous policy and logs the error.
+
+Under ``--enforce`` the stage also answers capture (see :mod:`busted.enforcer`): every
+held event gets ``{"cmd": "release"}`` or, when denied, ``{"cmd": "kill"}``; a denied
+event that was not held gets ``kill`` too (its process is killed after the fact). Only
+what a process sends is acted on: a denied read (an answer received, or a server
+reading a request) says ``action: none-received``, a server's denied answer
+``none-server-side``. The
+policies' ``block_destinations`` set (:mod:`busted.destinations`) is evaluated at load
+and reload, its host names resolved off the event path, and sent as ``{"cmd":
+"block"}``, again every few seconds so a restarted capture worker gets it back.
 """
 
 from __future__ import annotations
@@ -25,9 +35,16 @@ from busted.workers.stage import Event, Stage
 log = logging.getLogger("busted.policy")
 
 _EVALUATED_CLASSES = ("LLM_", "MCP_")
+BLOCKS_RULE = "data.busted.block_destinations"
+BLOCKS_RESEND_S = 5.0
+# What a kill verdict tells capture about the event (repeated in its ENFORCEMENT event).
+_KILL_FIELDS = ("process_name", "uid", "conn_id", "sni", "dst_ip", "dst_port", "llm_provider",
+                "llm_model", "content_class", "policy_reasons", "identity_id", "container_id",
+                "pod_name", "pod_namespace")
 # What a frame of an LLM/MCP event always contains (content_class values are plain
 # msgpack strings), so batches without any can be forwarded undecoded in "llm" scope.
 _FRAME_MARKERS = (b"LLM_", b"MCP_")
+_HELD_MARKER = b"\xa4held\xc3"  # msgpack of the key "held" followed by true
 
 
 class PolicyStage(Stage):
@@ -38,6 +55,12 @@ class PolicyStage(Stage):
         self.passthrough = not (config.policy_dirs or config.rules)
         self.llm_only = config.policy_scope == "llm"
         self.live = None
+        self.enforce = bool(config.enforce)
+        self.action = "would-kill" if config.dry_run else "kill"
+        self._blocks: list[dict] | None = None  # resolved block_destinations
+        self._resolving = None  # Future of a resolution in progress
+        self._pool = None
+        self._next_blocks_send = 0.0
         if not self.passthrough:
             self.live = self._load()
 
@@ -53,6 +76,8 @@ class PolicyStage(Stage):
     def wants(self, frame: bytes) -> bool:
         if not self.llm_only:
             return True
+        if self.enforce and _HELD_MARKER in frame:
+            return True  # a held writer waits for an answer, LLM or not
         return any(marker in frame for marker in _FRAME_MARKERS)
 
     def process(self, events: list[Event]) -> list[Event]:
@@ -63,9 +88,14 @@ class PolicyStage(Stage):
         llm_only = self.llm_only
         counts = {"allow": 0, "audit": 0, "deny": 0}
         errors = 0
+        enforce = self.enforce
         for event in events:
             if llm_only and not (event.get("content_class") or "").startswith(_EVALUATED_CLASSES):
+                if enforce and event.get("held"):
+                    self._answer(event, "allow")
                 continue
+            if event.get("event_type") == "ENFORCEMENT":
+                continue  # capture's own record of an action: already decided
             decision = decide(event)
             event["policy"] = outcome = decision.decision
             counts[outcome] += 1
@@ -74,6 +104,8 @@ class PolicyStage(Stage):
             if decision.error:
                 event["policy_error"] = decision.error
                 errors += 1
+            if enforce and (outcome == "deny" or event.get("held")):
+                self._answer(event, outcome)
         # Counted per batch, not per event: Counter updates are not free at 20k/s.
         stats = self.stats
         for outcome, n in counts.items():
@@ -84,15 +116,95 @@ class PolicyStage(Stage):
             stats["policy_errors"] += errors
         return events
 
+    def _answer(self, event: Event, outcome: str) -> None:
+        """Tell capture what to do with the writer of this event."""
+        if outcome != "deny":
+            if event.get("held"):
+                self.feedback({"cmd": "release", "hold_id": event.get("hold_id", 0),
+                               "pid": event.get("pid", 0)})
+            return
+        passive = _passive(event)
+        if passive:
+            event["action"] = passive
+            if event.get("held"):
+                self.feedback({"cmd": "release", "hold_id": event.get("hold_id", 0),
+                               "pid": event.get("pid", 0)})
+            return
+        event["action"] = self.action
+        command = {"cmd": "kill", "hold_id": event.get("hold_id", 0) if event.get("held") else 0,
+                   "pid": event.get("pid", 0), "seq": event.get("seq")}
+        command.update({k: event[k] for k in _KILL_FIELDS if event.get(k)})
+        self.feedback(command)
+
+    # --- block_destinations ------------------------------------------------------------
+
+    def _start_blocks(self) -> None:
+        """Evaluate the block list now; resolve its names in a helper thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from busted.destinations import DestinationError, parse
+
+        raw = None
+        if BLOCKS_RULE.rsplit(".", 1)[1] in self.live.policy_set.rules():
+            try:
+                raw = self.live.decider.policy.eval_rule(BLOCKS_RULE)
+            except Exception as exc:  # noqa: BLE001 - e.g. a rule that reads input
+                log.error("block_destinations could not be evaluated without an event: %s", exc)
+        entries = []
+        for item in raw or ():
+            try:
+                entries.append(parse(item))
+            except DestinationError as exc:
+                log.error("block_destinations: %s (entry ignored)", exc)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="resolve")
+        self._resolving = self._pool.submit(_resolve_all, entries)
+
+    def _blocks_tick(self, now: float) -> None:
+        if self._resolving is not None and self._resolving.done():
+            try:
+                self._blocks = self._resolving.result()
+            except Exception as exc:  # noqa: BLE001 - resolution never stops the stage
+                log.error("block_destinations: resolving failed: %s", exc)
+                self._blocks = []
+            self._resolving = None
+            self._next_blocks_send = 0.0
+            self.stats["blocked_destinations"] = len(self._blocks)
+        if self._blocks is not None and now >= self._next_blocks_send:
+            self._next_blocks_send = now + BLOCKS_RESEND_S
+            self.feedback({"cmd": "block", "destinations": self._blocks})
+
     def tick(self, now: float) -> list[Event]:
         live = self.live
-        if live is not None and live.poll(now):
+        reloaded = live is not None and live.poll(now)
+        if self.enforce and live is not None:
+            if reloaded or (self._blocks is None and self._resolving is None):
+                self._start_blocks()
+            self._blocks_tick(now)
+        if reloaded:
             self.stats["reloads"] = live.reloads
         if live is not None:
             self.stats["reload_errors"] = live.reload_errors
             self.stats["vm_fallbacks"] = live.decider.policy.vm_fallbacks
             self.stats["cache_hits"] = live.decider.cache_hits
         return []
+
+
+def _passive(event: Event) -> str:
+    """Why a deny is not acted on ("" when it is): enforcement stops what a process
+    SENDS. Bytes it received have arrived (and a server reading a denied request did not
+    make it); a server writing an answer is not the one that asked."""
+    if event.get("direction") == "read":
+        return "none-received"
+    if (event.get("content_class") or "").endswith("_RESPONSE"):
+        return "none-server-side"
+    return ""
+
+
+def _resolve_all(entries) -> list[dict]:
+    from busted.destinations import resolve
+
+    return [d.as_dict(resolve(d.host) if d.host else None) for d in entries]
 
 
 STAGE = PolicyStage

@@ -243,7 +243,8 @@ class StageLoop:
                 self.out = ipc.BatchSender(push, wait_ms=config.send_timeout_ms)
         finally:
             os.umask(old_umask)
-        self.feedback_sock = ipc.make_socket(ctx, zmq.PUSH, hwm=100, linger_ms=0)
+        # Verdicts for held writes travel here: room for a burst of them.
+        self.feedback_sock = ipc.make_socket(ctx, zmq.PUSH, hwm=10000, linger_ms=0)
         self.feedback_sock.connect(ep.feedback)
         self.stage.feedback = self._send_feedback
         self.stage.setup()

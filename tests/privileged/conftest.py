@@ -52,6 +52,14 @@ def loopback_addr() -> str:
 
 
 @pytest.fixture(scope="session")
+def blocked_addr(loopback_addr) -> str:
+    """Another loopback address of this run, on which nothing listens (what enforcement
+    tests deny)."""
+    a, b, c, d = loopback_addr.split(".")
+    return f"{a}.{b}.{c}.{int(d) % 254 + 1}"
+
+
+@pytest.fixture(scope="session")
 def harness_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("harness")
     path.chmod(0o755)

@@ -99,10 +99,14 @@ class Clients:
             args += ["--body-file", str(_body_file(body, body_dir))]
         return self.py("httpx", *args, **kwargs)
 
+    def openai_argv(self, prompt: str, model: str = "gpt-4o-mini", stream: bool = False) -> list[str]:
+        """The command line of the openai SDK client (for callers that start it themselves)."""
+        return [self.python, str(PYCLIENT), "openai", "--model", model, "--prompt", prompt,
+                *(["--stream"] if stream else [])]
+
     def openai(self, prompt: str, model: str = "gpt-4o-mini", stream: bool = False,
                **kwargs) -> ClientResult:
-        return self.py("openai", "--model", model, "--prompt", prompt,
-                       *(["--stream"] if stream else []), **kwargs)
+        return self.run(self.openai_argv(prompt, model, stream), **kwargs)
 
     def anthropic(self, prompt: str, model: str = "claude-3-5-haiku-latest", stream: bool = False,
                   **kwargs) -> ClientResult:

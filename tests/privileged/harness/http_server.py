@@ -14,6 +14,7 @@ the way LLM APIs stream their answers.
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import ssl
 import threading
@@ -71,6 +72,7 @@ class HttpServer:
         self.port = port
         self.handler = handler
         self.requests: list[Request] = []
+        self._raw = bytearray()  # every plaintext byte any client sent, in arrival order
         self.errors: list[str] = []
         self._cond = threading.Condition()
         self._listener: socket.socket | None = None
@@ -133,6 +135,15 @@ class HttpServer:
                     )
                 self._cond.wait(left)
 
+    def received(self) -> bytes:
+        """Every plaintext byte received so far (complete requests or not)."""
+        with self._cond:
+            return bytes(self._raw)
+
+    def _record_raw(self, data: bytes) -> None:
+        with self._cond:
+            self._raw += data
+
     # --- serving -------------------------------------------------------------------
     @staticmethod
     def _pick_certificate(contexts: dict[str, ssl.SSLContext]):
@@ -160,7 +171,7 @@ class HttpServer:
                 conn = self._tls.wrap_socket(conn, server_side=True)
                 sni = getattr(conn, "sni_name", None)
             self._conns.add(conn)
-            rfile = conn.makefile("rb")
+            rfile = io.BufferedReader(_Tap(conn, self._record_raw))
             while not self._stopping:
                 request = self._read_request(rfile, sni, peer)
                 if request is None:
@@ -232,3 +243,20 @@ class HttpServer:
             conn.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
         if chunked:
             conn.sendall(b"0\r\n\r\n")
+
+
+class _Tap(io.RawIOBase):
+    """A socket read as a file, every byte also handed to ``sink``."""
+
+    def __init__(self, sock: socket.socket, sink: Callable[[bytes], None]) -> None:
+        self.sock = sock
+        self.sink = sink
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.sock.recv_into(buffer)
+        if n:
+            self.sink(bytes(memoryview(buffer)[:n]))
+        return n

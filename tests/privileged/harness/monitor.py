@@ -71,7 +71,7 @@ class MonitorProcess:
     def start(self) -> MonitorProcess:
         started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=_stop_with_parent)
         self._stop_sub = threading.Event()
         for target, name in ((self._read_stdout, "monitor-stdout"),
                              (self._read_stderr, "monitor-stderr"),
@@ -187,6 +187,14 @@ class MonitorProcess:
             self.stderr_lines.append(line)
             if READY.search(line):
                 self._ready.set()
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the test process dies (no monitor is
+    left running, enforcing, after a crashed test run)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def find_busted() -> str:

@@ -63,4 +63,7 @@ class ClientNamespace:
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
+        # No controlling terminal, whoever runs the tests (a CI job or a developer's
+        # shell): what a service or agent looks like, and what --enforce holds.
+        kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(self.argv(argv), env=self.env(env), **kwargs)
