@@ -179,7 +179,11 @@ BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
  * a ring reserve needs a constant size, and reserving CHUNK_SIZE for a 100-byte
  * write would waste the ring. */
 BPF_PERCPU_ARRAY(scratch, struct data_rec, 1);
-/* present = userspace judged the connection uninteresting: copy no more payload */
+/* userspace's verdict on a connection: VERDICT_SKIP = uninteresting, copy no more
+ * payload; VERDICT_NO_HOLD = copy, but never hold its writes (the process is the server
+ * side: it answers, it does not ask) */
+#define VERDICT_SKIP 1
+#define VERDICT_NO_HOLD 2
 BPF_TABLE("lru_hash", struct conn_key, u8, verdicts, 65536);
 /* sockets whose payload the syscall tracepoints copy (plaintext.bpf.c, dns.bpf.c) */
 BPF_TABLE("lru_hash", struct fd_key, struct watch, watched, 65536);
@@ -230,10 +234,16 @@ static __always_inline int skip_self(u64 pid_tgid)
     return ignored_pids.lookup(&pid) != 0;
 }
 
-static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
+static __always_inline u8 verdict_of(u32 pid, u64 conn_id)
 {
     struct conn_key k = {.pid = pid, .pad = 0, .conn_id = conn_id};
-    return verdicts.lookup(&k) != 0;
+    u8 *v = verdicts.lookup(&k);
+    return v ? *v : 0;
+}
+
+static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
+{
+    return verdict_of(pid, conn_id) == VERDICT_SKIP;
 }
 
 /* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records. */

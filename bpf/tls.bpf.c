@@ -94,7 +94,8 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
     c.buf = PT_REGS_PARM2(ctx);
     c.out = has_out ? PT_REGS_PARM4(ctx) : 0;
     c.sp = PT_REGS_SP(ctx);
-    if (judged_uninteresting(id >> 32, c.ssl))
+    u8 verdict = verdict_of(id >> 32, c.ssl);
+    if (verdict == VERDICT_SKIP)
         return 0;
     struct tls_call *outer = tls_calls.lookup(&key);
     /* the stack grows down: a deeper frame means we are nested inside a call we
@@ -102,7 +103,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
     if (outer && outer->sp > c.sp)
         return 0;
 #ifdef ENFORCE
-    if (direction == DIR_WRITE && holdable.lookup(&pid)) {
+    if (direction == DIR_WRITE && verdict != VERDICT_NO_HOLD && holdable.lookup(&pid)) {
         /* num: size_t for the _ex API, int for SSL_write */
         u64 n = has_out ? PT_REGS_PARM3(ctx) : (u64)(s64)(int)PT_REGS_PARM3(ctx);
         if ((s64)n > 0) {

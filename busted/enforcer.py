@@ -248,8 +248,8 @@ class Enforcer:
         holds = [self._holds.pop(i) for i in sorted(ids) if i in self._holds]
         started = min((h.started for h in holds), default=time.time())
         held_ms = (time.time() - started) * 1000.0 if holds else 0.0
-        if holds and not context:
-            context = holds[-1].context
+        # What the held write said about its connection, then what the verdict added.
+        context = {**(holds[-1].context if holds else {}), **(context or {})}
         if kill:
             self._signal(pid, signal.SIGKILL)
             if action == "killed":
@@ -259,7 +259,7 @@ class Enforcer:
         self._close_pidfd(pid)
         if self.watchdog is not None:
             self.watchdog.done(pid)
-        event = self._event(action, pid, context or {}, seq=seq, hold_ms=held_ms)
+        event = self._event(action, pid, context, seq=seq, hold_ms=held_ms)
         if error:
             event["policy_error"] = error
             event["policy"] = "deny" if kill else "allow"

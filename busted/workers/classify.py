@@ -16,7 +16,9 @@ Held writes (``--enforce``): a capture with ``held`` whose writer is stopped wai
 an answer. If it does not complete a message (request headers before the body, HTTP/2
 control frames), there is nothing to judge yet and ``{"cmd": "release"}`` goes back to
 capture at once; otherwise the LAST message it completed carries the hold on to the
-policy worker, which answers.
+policy worker, which answers. A held write that turns out to be a response (the writer
+is a server) also gets ``{"cmd": "verdict", "hold": False}``: that connection's writes
+are not held again.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class ClassifyStage(Stage):
         if done:
             done[-1]["held"] = True
             done[-1]["hold_id"] = capture.get("hold_id", 0)
+            if any(str(e.get("content_class", "")).endswith("_RESPONSE") for e in done):
+                # The writer answers on this connection (a server): never hold it again.
+                self.stats["no_hold_verdicts"] += 1
+                self.feedback({"cmd": "verdict", "pid": capture.get("pid", 0),
+                               "conn_id": capture.get("conn_id", 0), "hold": False})
         else:
             self.stats["held_released_incomplete"] += 1
             self.feedback({"cmd": "release", "hold_id": capture.get("hold_id", 0),

@@ -6,11 +6,13 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
 import zmq
+from monitor_process import BUSTED
 
 from busted import schema
 
@@ -208,6 +210,20 @@ def test_bad_flags_are_explained(short_dir: Path):
     assert result.returncode == 2 and "--max-copy" in result.stderr
 
 
+def test_enforce_flags_are_checked_before_anything_starts(short_dir: Path):
+    rule = 'package busted\ndeny contains "x" if input.pid == 1'
+    cases = [
+        (("--enforce",), "--enforce needs a policy"),
+        (("--enforce", "--rule", rule, "--source", "synthetic"), "--enforce acts on real processes"),
+        (("--dry-run",), "--dry-run only makes sense with --enforce"),
+        (("--fail-closed",), "--fail-closed only makes sense with --enforce"),
+    ]
+    for args, message in cases:
+        result = busted_cli("monitor", *args, "--runtime-dir", str(short_dir / "x"))
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_hung_worker_is_killed_and_restarted(monitor_factory):
     mon = monitor_factory("--source", "synthetic", "--rate", "500", "--heartbeat-timeout", "1",
                           fmt="none")
@@ -234,3 +250,17 @@ def test_workers_die_with_a_killed_supervisor(monitor_factory):
                             name=mon.runtime_dir.name)
     again.wait_running()
     assert again.stop() == 0
+
+
+def test_enforce_without_root_says_so(short_dir: Path):
+    if os.geteuid() != 0:
+        result = busted_cli("monitor", "--enforce", "--rule", "package busted",
+                            "--runtime-dir", str(short_dir / "x"))
+    else:  # drop to nobody, as a user who forgot sudo
+        result = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                 *BUSTED, "monitor", "--enforce", "--rule", "package busted",
+                                 "--runtime-dir", "/tmp/busted-nobody-x"],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--enforce needs root" in result.stderr and "sudo" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

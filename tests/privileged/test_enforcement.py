@@ -156,3 +156,39 @@ def test_a_second_enforcing_monitor_is_refused(enforcing, tmp_path):
     assert run.returncode != 0
     assert "already enforcing on this host" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+# --- interactive processes ----------------------------------------------------------------
+
+# Gives the client a controlling terminal (a pty), as in a shell, then execs it (same pid).
+TTY_WRAPPER = """
+import fcntl, os, pty, sys, termios
+master, slave = pty.openpty()
+os.set_inheritable(master, True)  # closing the master would hang up the terminal (SIGHUP)
+if os.getsid(0) != os.getpid():
+    os.setsid()
+fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_a_process_with_a_terminal_is_never_stopped_but_killed_after_the_verdict(
+        enforcing, tls_server, clients, body_dir):
+    from .harness.clients import PYCLIENT, _body_file
+    from .test_capture_e2e import OPENAI_CHAT, _chat_body
+
+    marker = _marker("berko-tty")
+    body = _body_file(_chat_body(f"tell {marker}"), body_dir)
+    repeat = 300
+    argv = [clients.python, "-c", TTY_WRAPPER, clients.python, str(PYCLIENT), "raw", OPENAI_CHAT,
+            "--body-file", str(body), "--repeat", str(repeat),
+            "--header", "Content-Type: application/json", "--header", "Authorization: Bearer sk-x"]
+    result = clients.run(argv, check=False, timeout=60)
+    assert result.returncode == -signal.SIGKILL, f"exit {result.returncode}: {result.stderr[-1500:]}"
+    sent = tls_server.received().count(marker.encode())
+    # The denied request itself left (no hold for a terminal's processes); the kill came
+    # after its verdict, long before the loop could finish.
+    assert 1 <= sent < repeat, f"{sent} of {repeat} requests reached the server"
+    event = _enforcement(enforcing, result.pid, "killed-after-send")
+    assert event.get("hold_ms") == 0, summarize(event)
+    assert not [e for e in enforcing.events.for_pid(result.pid) if e.get("held")]
