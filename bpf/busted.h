@@ -246,14 +246,16 @@ static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
     return verdict_of(pid, conn_id) == VERDICT_SKIP;
 }
 
-/* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records. */
-static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 fd,
-                                      u64 buf, u64 n, u8 flags)
+/* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records.
+ * Returns 0 when every record reached the ring, -1 when one was lost. */
+static __always_inline int emit_data(u8 source, u8 direction, u64 conn_id, s32 fd,
+                                     u64 buf, u64 n, u8 flags)
 {
     u32 zero = 0;
+    int ret = 0;
     struct data_rec *r = scratch.lookup(&zero);
     if (!r)
-        return;
+        return -1;
     fill_head(&r->h, REC_DATA);
     u32 tid = r->h.tid;
     u64 *sk = tid_sk.lookup(&tid);
@@ -307,11 +309,14 @@ static __always_inline void emit_data(u8 source, u8 direction, u64 conn_id, s32 
             r->len = 0;
             out = 0;
         }
-        if (events.ringbuf_output(r, sizeof(*r) - CHUNK_SIZE + out, last ? wake : BT_RB_NO_WAKEUP) != 0)
+        if (events.ringbuf_output(r, sizeof(*r) - CHUNK_SIZE + out, last ? wake : BT_RB_NO_WAKEUP) != 0) {
             count_lost(LOST_RINGBUF);
+            ret = -1;
+        }
         if (last)
             break;
     }
+    return ret;
 }
 #endif /* BUSTED_KERNEL */
 

@@ -48,6 +48,11 @@ BPF_TABLE("lru_hash", struct conn_key, struct ssl_info, ssl_infos, 65536);
 BPF_TABLE("lru_hash", u32, u8, holdable, 65536);
 /* processes denied while not holdable: killed at their next TLS write */
 BPF_HASH(kill_on_write, u32, u8, 4096);
+/* processes this probe stopped -> when (ktime ns). Userspace deletes an entry once it
+ * has resumed or killed the process; an entry it never learnt of (its record lost, or
+ * capture died before reading it) is still found here by capture's sweep and by the
+ * watchdog, which holds this map's fd. */
+BPF_HASH(held_pids, u32, u64, 16384);
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
@@ -106,9 +111,12 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
     if (direction == DIR_WRITE && verdict != VERDICT_NO_HOLD && holdable.lookup(&pid)) {
         /* num: size_t for the _ex API, int for SSL_write */
         u64 n = has_out ? PT_REGS_PARM3(ctx) : (u64)(s64)(int)PT_REGS_PARM3(ctx);
-        if ((s64)n > 0) {
+        /* a record lost (ring full) would leave nobody to resume the writer: then the
+         * write is not held, and the return probe reports it as usual */
+        if ((s64)n > 0 && emit_data(SRC_TLS, DIR_WRITE, c.ssl, -1, c.buf, n, FLAG_HELD) == 0) {
             c.held = 1;
-            emit_data(SRC_TLS, DIR_WRITE, c.ssl, -1, c.buf, n, FLAG_HELD);
+            u64 now = bpf_ktime_get_ns();
+            held_pids.update(&pid, &now);
             bpf_send_signal(BT_SIGSTOP); /* taken before the next user instruction */
         }
     }
@@ -309,6 +317,12 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u64 id = bpf_get_current_pid_tgid();
     if ((u32)id != (u32)(id >> 32))
         return 0; /* a thread, not the whole process */
+#ifdef ENFORCE
+    u32 gone = id >> 32;
+    held_pids.delete(&gone); /* its pid may be reused: nobody must signal it later */
+    kill_on_write.delete(&gone);
+    holdable.delete(&gone);
+#endif
     struct rec_head *r = events.ringbuf_reserve(sizeof(struct rec_head));
     if (!r) {
         count_lost(LOST_RINGBUF);

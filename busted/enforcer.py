@@ -53,7 +53,9 @@ _CONTEXT_FIELDS = (
 # One enforcing monitor per host: two would each stop and resume the same processes,
 # and one's SIGCONT would end the other's hold.
 HOST_LOCK = "/run/lock/busted-enforce.lock"
-_LATENCY_WINDOW = 4096  # recent hold latencies kept for the p50/p99 in `busted status`
+_LATENCY_WINDOW = 4096
+SWEEP_EVERY_S = 0.1
+SWEEP_GRACE_S = 0.05  # recent hold latencies kept for the p50/p99 in `busted status`
 
 
 @dataclass(slots=True)
@@ -81,13 +83,17 @@ class Enforcer:
     """
 
     def __init__(self, config: MonitorConfig, source: Any, *, blocker: Any = None,
-                 watchdog: Any = None, protected: frozenset[int] = frozenset()) -> None:
+                 watchdog: Any = None, watchdog_factory: Any = None,
+                 protected: frozenset[int] = frozenset()) -> None:
         self.dry_run = bool(config.dry_run)
         self.fail_closed = bool(config.fail_closed)
         self.deadline_s = config.hold_deadline_ms / 1000.0
         self.source = source
         self.blocker = blocker
         self.watchdog = watchdog
+        # Called at start with the fd of the kernel's held_pids map (or -1).
+        self.watchdog_factory = watchdog_factory
+        self._next_sweep = 0.0
         self.protected = protected | {0, 1, os.getpid(), os.getppid()}
         self.lock_path = HOST_LOCK
         self._lock = -1
@@ -112,6 +118,9 @@ class Enforcer:
             self._lock = _host_lock(self.lock_path)
         if self.blocker is not None:
             self.blocker.start()
+        if self.watchdog_factory is not None and self.watchdog is None:
+            held_map = getattr(self.source, "held_map_fd", lambda: -1)()
+            self.watchdog = self.watchdog_factory(held_map)
         log.info("enforcement %s: holds %s, deadline %d ms, %s",
                  "DRY RUN (reporting only)" if self.dry_run else "on",
                  "off" if self.dry_run else "on",
@@ -183,10 +192,30 @@ class Enforcer:
                 self._finish_pid(hold.pid, kill=self.fail_closed,
                                  action="killed-late" if self.fail_closed else "released-late",
                                  error=f"no verdict within {int(self.deadline_s * 1000)} ms")
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self._sweep()
         if self.blocker is not None:
             self._out += self.blocker.poll(0)
         out, self._out = self._out, []
         return out
+
+    def _sweep(self) -> None:
+        """Stops the kernel made that never reached us (a record lost on the way): past
+        the deadline they get the fail mode too."""
+        held = getattr(self.source, "held_pids", dict)()
+        if not held:
+            return
+        limit_ns = time.monotonic_ns() - int((self.deadline_s + SWEEP_GRACE_S) * 1e9)
+        for pid, stopped_ns in held.items():
+            if pid in self._by_pid or stopped_ns > limit_ns:
+                continue
+            log.warning("pid %d was stopped for a write whose record never arrived: %s", pid,
+                        "killing it" if self.fail_closed else "resuming it")
+            self.stats["late_killed" if self.fail_closed else "late_released"] += 1
+            self._finish_pid(pid, kill=self.fail_closed,
+                             action="killed-unseen" if self.fail_closed else "released-unseen",
+                             error="the held write's record was lost")
 
     # --- verdicts from classify / policy ---------------------------------------------------
 
@@ -213,8 +242,7 @@ class Enforcer:
                 del self._by_pid[hold.pid]
                 self._signal(hold.pid, signal.SIGCONT)
                 self._close_pidfd(hold.pid)
-                if self.watchdog is not None:
-                    self.watchdog.done(hold.pid)
+                self._unhold(hold.pid)
 
     def _kill(self, command: Event) -> None:
         pid = int(command.get("pid") or 0)
@@ -257,8 +285,7 @@ class Enforcer:
         else:
             self._signal(pid, signal.SIGCONT)
         self._close_pidfd(pid)
-        if self.watchdog is not None:
-            self.watchdog.done(pid)
+        self._unhold(pid)
         event = self._event(action, pid, context, seq=seq, hold_ms=held_ms)
         if error:
             event["policy_error"] = error
@@ -278,6 +305,13 @@ class Enforcer:
                 os.kill(pid, sig)
         except ProcessLookupError:
             pass  # it exited meanwhile
+
+    def _unhold(self, pid: int) -> None:
+        unhold = getattr(self.source, "unhold", None)
+        if unhold is not None:
+            unhold(pid)
+        if self.watchdog is not None:
+            self.watchdog.done(pid)
 
     def _close_pidfd(self, pid: int) -> None:
         pidfd = self._pidfds.pop(pid, None)

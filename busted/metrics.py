@@ -49,11 +49,31 @@ class _Collector:
             for role, w in stats["workers"].items():
                 family.add_metric([role], w.get(key, 0))
             yield family
+        capture = stats["workers"].get("capture", {})
+        for key, doc in _ENFORCE_COUNTS:
+            family = CounterMetricFamily(f"busted_enforce_{key}", doc)
+            family.add_metric([], capture.get(f"enforce_{key}", 0))
+            yield family
+        for key in ("hold_ms_p50", "hold_ms_p99"):
+            gauge = GaugeMetricFamily(f"busted_enforce_{key}", "Recent latency a held write waited "
+                                      "for its verdict, milliseconds (--enforce).")
+            gauge.add_metric([], float(capture.get(f"enforce_{key}", 0.0)))
+            yield gauge
         up = GaugeMetricFamily("busted_worker_up", "1 when the worker is running.",
                                labels=["worker"])
         for role, w in stats["workers"].items():
             up.add_metric([role], 1.0 if w.get("state") == "running" else 0.0)
         yield up
+
+
+_ENFORCE_COUNTS = (
+    ("holds", "Writes held until their verdict (--enforce)."),
+    ("released", "Held writes released after an allow."),
+    ("killed", "Processes killed after a deny."),
+    ("late_released", "Held writes resumed at the deadline (fail open)."),
+    ("late_killed", "Held writes killed at the deadline (--fail-closed)."),
+    ("would_kill", "Denies --dry-run did not act on."),
+)
 
 
 def serve(address: str, stats: Callable[[], dict[str, Any]]) -> None:

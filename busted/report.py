@@ -24,6 +24,8 @@ def worker_table(stats: dict[str, Any]) -> Table:
                     "evicted_bytes", "bad_lines", "reloads", "policy_errors"):
             if w.get(key):
                 notes.append(f"{key} {w[key]}")
+        if w.get("enforce_holds") or w.get("enforce_killed") or w.get("enforce_blocked_destinations"):
+            notes.append(_enforce_note(w))
         if w.get("last_exit"):
             notes.append(f"last exit: {w['last_exit']}")
         table.add_row(role, str(w.get("pid") or "-"), w.get("state", "?"),
@@ -31,6 +33,13 @@ def worker_table(stats: dict[str, Any]) -> Table:
                       f"{w.get('received', 0):,}", f"{w.get('sent', 0):,}",
                       f"{w.get('dropped', 0):,}", f"{w.get('errors', 0):,}", ", ".join(notes))
     return table
+
+
+def _enforce_note(w: dict[str, Any]) -> str:
+    late = w.get("enforce_late_released", 0) + w.get("enforce_late_killed", 0)
+    return (f"holds {w.get('enforce_holds', 0)} (p50 {w.get('enforce_hold_ms_p50', 0):.1f} ms, "
+            f"p99 {w.get('enforce_hold_ms_p99', 0):.1f} ms), killed {w.get('enforce_killed', 0)}, "
+            f"late {late}, blocked destinations {w.get('enforce_blocked_destinations', 0)}")
 
 
 def totals_line(stats: dict[str, Any]) -> str:

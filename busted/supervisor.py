@@ -75,19 +75,25 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def counters(self) -> dict[str, int]:
-        """Cumulative over all incarnations."""
+    def counters(self) -> dict[str, Any]:
+        """Counts are cumulative over all incarnations; gauges (floats, such as a
+        latency percentile) are the current incarnation's."""
         out = Counter(self.base)
         for key in COUNTER_KEYS:
             out[key] += int(self.report.get(key, 0))
+        gauges = {}
         for key, value in (self.report.get("extra") or {}).items():
+            if isinstance(value, bool):
+                continue
             if isinstance(value, int):
                 out[key] += value
-        return dict(out)
+            elif isinstance(value, float):
+                gauges[key] = value
+        return {**out, **gauges}
 
     def retire_report(self) -> None:
         """Fold this incarnation's last counters into the base before a restart."""
-        self.base = Counter(self.counters())
+        self.base = Counter({k: v for k, v in self.counters().items() if isinstance(v, int)})
         self.report = {}
 
 

@@ -14,10 +14,16 @@ The watchdog keeps a pidfd for each held process (a recycled pid can never be hi
 and applies the fail mode — SIGCONT (fail open, the default) or SIGKILL (fail closed) —
 to every process still held when its deadline passes or when the pipe closes (the
 capture worker exited or was killed), then exits.
+
+It also inherits the fd of the kernel's ``held_pids`` map (``bpf/tls.bpf.c``): the probe
+notes there every process it stops, before capture has even read the record. When the
+pipe closes, every pid still in that map gets the fail mode too — a process stopped
+just before capture died, whose record capture never read, is not forgotten.
 """
 
 from __future__ import annotations
 
+import ctypes as ct
 import os
 import select
 import signal
@@ -33,13 +39,14 @@ GRACE_S = 0.05
 class Watchdog:
     """The capture worker's handle on its watchdog process."""
 
-    def __init__(self, fail_closed: bool) -> None:
+    def __init__(self, fail_closed: bool, held_map_fd: int = -1) -> None:
         read_fd, self._write_fd = os.pipe()
         os.set_inheritable(read_fd, True)
+        fds = (read_fd,) if held_map_fd < 0 else (read_fd, held_map_fd)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "busted.watchdog", str(read_fd),
-             "closed" if fail_closed else "open"],
-            pass_fds=(read_fd,), start_new_session=True,
+             "closed" if fail_closed else "open", str(held_map_fd)],
+            pass_fds=fds, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_fd)
 
@@ -73,7 +80,34 @@ def _signal(pidfd: int, sig: int) -> None:
         pass  # it exited on its own
 
 
-def run(read_fd: int, fail_closed: bool) -> None:
+class _MapAttr(ct.Structure):
+    """The part of union bpf_attr that BPF_MAP_GET_NEXT_KEY uses."""
+
+    _fields_ = [("map_fd", ct.c_uint32), ("pad", ct.c_uint32), ("key", ct.c_uint64),
+                ("next_key", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
+_SYS_BPF = 321  # x86-64
+_BPF_MAP_GET_NEXT_KEY = 4
+
+
+def map_pids(map_fd: int) -> list[int]:
+    """The u32 keys of a BPF hash map (the held pids), read with the bpf syscall."""
+    libc = ct.CDLL(None, use_errno=True)
+    pids: list[int] = []
+    key, next_key = ct.c_uint32(0), ct.c_uint32(0)
+    first = True
+    while len(pids) < 65536:
+        attr = _MapAttr(map_fd, 0, 0 if first else ct.addressof(key), ct.addressof(next_key), 0)
+        if libc.syscall(_SYS_BPF, _BPF_MAP_GET_NEXT_KEY, ct.byref(attr), ct.sizeof(attr)) != 0:
+            break  # ENOENT: no more keys
+        pids.append(next_key.value)
+        key.value = next_key.value
+        first = False
+    return pids
+
+
+def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
     """The watchdog process's loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the pipe's end stops us
@@ -96,6 +130,13 @@ def run(read_fd: int, fail_closed: bool) -> None:
             for pidfd, _ in held.values():
                 _signal(pidfd, fail_signal)
                 os.close(pidfd)
+            if held_map_fd >= 0:
+                for pid in map_pids(held_map_fd):
+                    if pid not in held and pid > 1:
+                        try:
+                            os.kill(pid, fail_signal)
+                        except ProcessLookupError:
+                            pass
             return
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
@@ -117,4 +158,4 @@ def run(read_fd: int, fail_closed: bool) -> None:
 
 
 if __name__ == "__main__":
-    run(int(sys.argv[1]), sys.argv[2] == "closed")
+    run(int(sys.argv[1]), sys.argv[2] == "closed", int(sys.argv[3]) if len(sys.argv) > 3 else -1)

@@ -299,6 +299,25 @@ class KernelSource:
         if self.holds and self._bpf is not None:
             self._bpf[b"kill_on_write"][ct.c_uint32(pid)] = ct.c_uint8(1)
 
+    def held_pids(self) -> dict[int, int]:
+        """Processes the write probe stopped and userspace has not finished with:
+        pid -> kernel time (ns) of the stop."""
+        if not self.holds or self._bpf is None:
+            return {}
+        return {k.value: v.value for k, v in self._bpf[b"held_pids"].items()}
+
+    def unhold(self, pid: int) -> None:
+        """Userspace resumed or killed ``pid``: forget the kernel's note of the stop."""
+        if self.holds and self._bpf is not None:
+            try:
+                del self._bpf[b"held_pids"][ct.c_uint32(pid)]
+            except KeyError:
+                pass
+
+    def held_map_fd(self) -> int:
+        """The fd of that map, for the watchdog (it resumes them if capture dies)."""
+        return self._bpf[b"held_pids"].map_fd if self.holds and self._bpf is not None else -1
+
     def fileno(self) -> int:
         """A descriptor that polls readable when the kernel woke the ring buffer (for
         callers that wait on it together with sockets, then call ``poll(0)``)."""

@@ -37,13 +37,18 @@ def _state(pid: int) -> str:
     return stat[stat.rfind(")") + 2]
 
 
-def test_killing_the_monitor_while_a_process_is_held_leaves_it_running(tls_server, clients):
+@pytest.mark.parametrize("frozen", ["classify", "capture"])
+def test_killing_the_monitor_while_a_process_is_held_leaves_it_running(tls_server, clients, frozen):
+    """``classify`` frozen: capture knows the hold and told the watchdog. ``capture``
+    frozen: it never reads the held write's record; only the kernel's note of the stop
+    (the held_pids map the watchdog holds) tells the watchdog whom to resume."""
     monitor = _start("--enforce", "--hold-deadline-ms", "8000", "--rule", BERKO_RULE)
     classify = capture = 0
     try:
         classify = _worker_pid(monitor, "classify")
         capture = _worker_pid(monitor, "capture")
-        os.kill(classify, signal.SIGSTOP)  # no verdict will come: the write stays held
+        # No verdict will come: the write stays held.
+        os.kill(classify if frozen == "classify" else capture, signal.SIGSTOP)
         marker = _marker("held")
         proc = clients.ns.popen(clients.openai_argv(f"say {marker}"), text=True)
         seen = []
