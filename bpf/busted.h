@@ -85,7 +85,7 @@ struct rec_head {
     u32 tid;
     u32 uid;
     u32 gid;
-    u32 pad0;
+    u32 held;       /* REC_LIBOPEN under ENFORCE: the opener is stopped until probed */
     u64 cgroup_id;
     char comm[COMM_LEN];
 };
@@ -223,7 +223,7 @@ static __always_inline void fill_head(struct rec_head *h, u32 type)
     h->tid = (u32)id;
     h->uid = (u32)ug;
     h->gid = ug >> 32;
-    h->pad0 = 0;
+    h->held = 0;
     h->cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(h->comm, sizeof(h->comm));
 }

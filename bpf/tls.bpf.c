@@ -113,11 +113,16 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
         u64 n = has_out ? PT_REGS_PARM3(ctx) : (u64)(s64)(int)PT_REGS_PARM3(ctx);
         /* a record lost (ring full) would leave nobody to resume the writer: then the
          * write is not held, and the return probe reports it as usual */
-        if ((s64)n > 0 && emit_data(SRC_TLS, DIR_WRITE, c.ssl, -1, c.buf, n, FLAG_HELD) == 0) {
-            c.held = 1;
-            u64 now = bpf_ktime_get_ns();
-            held_pids.update(&pid, &now);
-            bpf_send_signal(BT_SIGSTOP); /* taken before the next user instruction */
+        /* noted before the record goes out: userspace may read it and resume the process
+         * (deleting the note) before this program's next instruction */
+        u64 now = bpf_ktime_get_ns();
+        if ((s64)n > 0 && held_pids.update(&pid, &now) == 0) {
+            if (emit_data(SRC_TLS, DIR_WRITE, c.ssl, -1, c.buf, n, FLAG_HELD) == 0) {
+                c.held = 1;
+                bpf_send_signal(BT_SIGSTOP); /* taken before the next user instruction */
+            } else {
+                held_pids.delete(&pid);
+            }
         }
     }
 #endif
@@ -285,6 +290,9 @@ static __always_inline int ends_with(const char *path, u32 len, const char *suff
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
+    /* a loader opens a library read-only; opened for writing, it is a copy being made */
+    if (args->flags & 3)
+        return 0;
     u32 zero = 0;
     struct path_rec *r = path_scratch.lookup(&zero);
     if (!r)
@@ -306,8 +314,28 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
     if (skip_self(id))
         return 0;
     fill_head(&r->h, REC_LIBOPEN);
-    if (events.ringbuf_output(r, sizeof(*r), BT_RB_FORCE_WAKEUP) != 0)
+#ifdef ENFORCE
+    /* Under --enforce a process loading an OpenSSL copy nobody probed yet (a private
+     * copy: the way around the probes) waits, stopped once openat returns, until
+     * userspace has attached to it: its first write cannot slip through unseen. The
+     * stop is noted before the record goes out (userspace may resume it at once). */
+    u32 pid = id >> 32;
+    u64 now = bpf_ktime_get_ns();
+    if (holdable.lookup(&pid) && held_pids.update(&pid, &now) == 0)
+        r->h.held = 1;
+#endif
+    if (events.ringbuf_output(r, sizeof(*r), BT_RB_FORCE_WAKEUP) != 0) {
         count_lost(LOST_RINGBUF);
+#ifdef ENFORCE
+        if (r->h.held)
+            held_pids.delete(&pid);
+#endif
+        return 0;
+    }
+#ifdef ENFORCE
+    if (r->h.held)
+        bpf_send_signal(BT_SIGSTOP);
+#endif
     return 0;
 }
 

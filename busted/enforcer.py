@@ -161,9 +161,11 @@ class Enforcer:
         if pid in self.protected:
             event["held"] = False
             return
-        now = time.monotonic()
         context = {k: event[k] for k in _CONTEXT_FIELDS if k in event}
-        hold = _Hold(pid, float(event.get("timestamp") or time.time()), now + self.deadline_s, context)
+        started = float(event.get("timestamp") or time.time())
+        # The deadline runs from the stop in the kernel, not from when we read about it.
+        waited = min(max(0.0, time.time() - started), self.deadline_s)
+        hold = _Hold(pid, started, time.monotonic() + self.deadline_s - waited, context)
         self._holds[hold_id] = hold
         first = pid not in self._by_pid
         self._by_pid.setdefault(pid, set()).add(hold_id)

@@ -54,7 +54,7 @@ class RecHead(ct.Structure):
         ("tid", ct.c_uint32),
         ("uid", ct.c_uint32),
         ("gid", ct.c_uint32),
-        ("pad0", ct.c_uint32),
+        ("held", ct.c_uint32),  # REC_LIBOPEN: the opener is stopped until probed
         ("cgroup_id", ct.c_uint64),
         ("comm", ct.c_char * COMM_LEN),
     ]

@@ -23,6 +23,7 @@ import ctypes as ct
 import ipaddress
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class KernelSource:
         self._next_full_rescan = 0.0
         self.probe_count = 0
         self.attach_errors: list[str] = []
-        self._counters = {"records": 0, "events": 0, "exec_seen": 0}
+        self._counters = {"records": 0, "events": 0, "exec_seen": 0, "library_holds": 0}
         self._batch = 0
 
     # --- start -----------------------------------------------------------------------
@@ -229,6 +230,8 @@ class KernelSource:
                     self.attach_errors.append(f"{site.describe()}: {exc}")
                     log.debug("attach failed: %s: %s", site.describe(), exc)
         self._probed[key] = path
+        if not path.startswith(f"{self.proc}/") and len(path.encode()) < records.PATH_LEN:
+            self._mark_known(path.encode())  # loading it again needs no record, no hold
         self.probe_count += attached
         log.info("OpenSSL probes on %s: %s", path,
                  "; ".join(s.describe().split(" -> ")[0] for s in sites if not s.ret))
@@ -272,11 +275,15 @@ class KernelSource:
         key = libssl.file_key(path)
         if key is not None and key not in self._probed:
             self._probe_file(path)
-        try:
-            self._bpf[b"known_libs"][ct.create_string_buffer(raw_path, records.PATH_LEN)] = (
-                ct.c_uint8(1))
-        except Exception as exc:  # noqa: BLE001 - a full map only costs a record per open
-            log.debug("known_libs: %s", exc)
+        self._mark_known(raw_path)
+        log.debug("library opened by pid %d: %s (held: %d)", pid, path, rec.h.held)
+        if rec.h.held:  # --enforce stopped the opener until now: its probes are in place
+            self._counters["library_holds"] += 1
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.unhold(pid)
 
     # --- enforcement hooks (used by busted.enforcer) ------------------------------------
 
@@ -327,6 +334,14 @@ class KernelSource:
         libbpf = ct.CDLL("libbpf.so.1")
         libbpf.ring_buffer__epoll_fd.argtypes = [ct.c_void_p]
         return int(libbpf.ring_buffer__epoll_fd(manager))
+
+    def _mark_known(self, raw_path: bytes) -> None:
+        """No more REC_LIBOPEN records (nor holds) for opens of this path."""
+        try:
+            self._bpf[b"known_libs"][ct.create_string_buffer(raw_path, records.PATH_LEN)] = (
+                ct.c_uint8(1))
+        except Exception as exc:  # noqa: BLE001 - a full map only costs a record per open
+            log.debug("known_libs: %s", exc)
 
     def _ssl_info(self, pid: int, ssl: int) -> tuple[int, str] | None:
         try:

@@ -192,3 +192,31 @@ def test_a_process_with_a_terminal_is_never_stopped_but_killed_after_the_verdict
     event = _enforcement(enforcing, result.pid, "killed-after-send")
     assert event.get("hold_ms") == 0, summarize(event)
     assert not [e for e in enforcing.events.for_pid(result.pid) if e.get("held")]
+
+
+# --- evasion: a private OpenSSL copy ---------------------------------------------------------
+
+def test_a_private_libssl_copy_sending_at_once_is_still_held(enforcing, tls_server, clients,
+                                                             body_dir, harness_dir):
+    """Copying libssl elsewhere is the way around probes placed on the system library: the
+    loader's open of the copy stops the process until its probes are attached, so even a
+    request sent the moment the library is loaded is judged (and this one killed)."""
+    import shutil
+    from pathlib import Path
+
+    from .test_capture_e2e import OPENAI_CHAT, _chat_body
+
+    system = Path("/usr/lib/x86_64-linux-gnu")
+    private = harness_dir / f"enforce-libssl-{uuid.uuid4().hex[:6]}"
+    private.mkdir()
+    for name in ("libssl.so.3", "libcrypto.so.3"):
+        shutil.copy2(system / name, private / name)
+    marker = _marker("berko-private-libssl")
+    result = clients.raw(OPENAI_CHAT, _chat_body(f"tell {marker}"), body_dir=body_dir,
+                         headers=("Content-Type: application/json",), check=False,
+                         env={"LD_LIBRARY_PATH": str(private)})
+    assert result.returncode == -signal.SIGKILL, (
+        f"exit {result.returncode}: {result.stderr[-1500:]}\n{enforcing.events.describe(result.pid)}")
+    time.sleep(0.5)
+    assert marker.encode() not in tls_server.received()
+    _enforcement(enforcing, result.pid, "killed")
