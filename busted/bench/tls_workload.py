@@ -20,7 +20,10 @@ line. Workloads:
 - ``percall``: CPU time (and wall time) per ``SSL_write_ex`` (100-byte ``send`` into the
   sink) and per ``SSL_read_ex`` (``recv`` of 100-byte records already in the socket);
 - ``loop``: requests/s of a tight request/response loop with SIZE-byte requests;
-- ``agent``: requests/s of 4 connections doing streamed requests (~20 ms answers).
+- ``agent``: requests/s of 4 connections doing streamed requests (~20 ms answers);
+- ``latency``: an LLM-like request loop for ``busted bench enforce``: sequential
+  SIZE-byte chat requests on the one keep-alive connection, the wall time of each
+  (write to whole answer) kept, reported as p50/p90/p99/mean/max and requests/s.
 """
 
 from __future__ import annotations
@@ -307,6 +310,40 @@ def run_agent(client: Client, duration: float, connections: int = 4,
     return {"requests": sum(counts), "seconds": elapsed, "requests_per_s": sum(counts) / elapsed}
 
 
+def run_latency(conn: ssl.SSLSocket, size: int, duration: float,
+                stream_ms: float = 0.0, pause_ms: float = 0.0) -> dict[str, float]:
+    """Sequential requests, each timed from its write to the end of its answer.
+    ``stream_ms`` > 0 asks for answers streamed over that long (as a model would);
+    ``pause_ms`` is a pause between an answer and the next request (an agent's own work)."""
+    extra = f"x-bench-stream-ms: {stream_ms}\r\n" if stream_ms > 0 else ""
+    request, buf = request_bytes(size, stream=stream_ms > 0, extra=extra), bytearray()
+    latencies: list[float] = []
+    clock = time.perf_counter
+    started = clock()
+    deadline = started + duration
+    while True:
+        sent = clock()
+        conn.sendall(request)
+        read_response(conn, buf)
+        done = clock()
+        latencies.append(done - sent)
+        if done >= deadline:
+            break
+        if pause_ms > 0:
+            time.sleep(pause_ms / 1000)
+    elapsed = clock() - started
+    latencies.sort()
+
+    def ms(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 4)
+
+    return {"requests": len(latencies), "seconds": elapsed,
+            "requests_per_s": len(latencies) / elapsed, "request_bytes": len(request),
+            "p50_ms": ms(0.50), "p90_ms": ms(0.90), "p99_ms": ms(0.99),
+            "max_ms": round(latencies[-1] * 1000, 4),
+            "mean_ms": round(sum(latencies) / len(latencies) * 1000, 4)}
+
+
 def client_main(args: argparse.Namespace) -> None:
     client = Client(args.port, args.cafile)
     conn = client.connect()
@@ -331,6 +368,8 @@ def client_main(args: argparse.Namespace) -> None:
         result = run_percall(client, conn, args.calls)
     elif args.workload == "loop":
         result = run_loop(conn, args.size, args.duration)
+    elif args.workload == "latency":
+        result = run_latency(conn, args.size, args.duration, args.stream_ms, args.pause_ms)
     else:
         result = run_agent(client, args.duration)
     result["pid"] = os.getpid()
@@ -345,12 +384,16 @@ def main() -> None:
     s.add_argument("--key", required=True)
     s.add_argument("--port-file", required=True)
     c = sub.add_parser("client")
-    c.add_argument("workload", choices=("percall", "loop", "agent"))
+    c.add_argument("workload", choices=("percall", "loop", "agent", "latency"))
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--cafile", required=True)
     c.add_argument("--calls", type=int, default=20000)
     c.add_argument("--size", type=int, default=1024)
     c.add_argument("--duration", type=float, default=3.0)
+    c.add_argument("--stream-ms", type=float, default=0.0,
+                   help="latency: answers streamed over this many ms (0: at once)")
+    c.add_argument("--pause-ms", type=float, default=0.0,
+                   help="latency: pause between an answer and the next request")
     args = parser.parse_args()
     if args.role == "serve":
         serve(args.cert, args.key, args.port_file)

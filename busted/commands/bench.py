@@ -8,6 +8,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "pipeline": ("busted.bench.pipeline:pipeline",
                  "Events/s and latency through the real supervisor and workers."),
     "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
+    "enforce": ("busted.bench.enforce:enforce",
+                "Latency a held write adds and request-loop throughput under --enforce (root)."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
@@ -21,6 +23,7 @@ bench = lazy_group(
 Examples:
   busted bench pipeline --json
   sudo busted bench probes
+  sudo busted bench enforce
   busted bench classify
 """,
 )
