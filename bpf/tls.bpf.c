@@ -53,6 +53,16 @@ BPF_HASH(kill_on_write, u32, u8, 4096);
  * capture died before reading it) is still found here by capture's sweep and by the
  * watchdog, which holds this map's fd. */
 BPF_HASH(held_pids, u32, u64, 16384);
+/* [0] = 1 while capture's enforcer is running: no hold before it can answer, and none
+ * after it stopped (the probes take seconds to detach once it is gone) */
+BPF_ARRAY(hold_switch, u32, 1);
+
+static __always_inline int holding(u32 pid)
+{
+    u32 zero = 0;
+    u32 *on = hold_switch.lookup(&zero);
+    return on && *on == 1 && holdable.lookup(&pid) != 0;
+}
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
@@ -108,7 +118,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
     if (outer && outer->sp > c.sp)
         return 0;
 #ifdef ENFORCE
-    if (direction == DIR_WRITE && verdict != VERDICT_NO_HOLD && holdable.lookup(&pid)) {
+    if (direction == DIR_WRITE && verdict != VERDICT_NO_HOLD && holding(pid)) {
         /* num: size_t for the _ex API, int for SSL_write */
         u64 n = has_out ? PT_REGS_PARM3(ctx) : (u64)(s64)(int)PT_REGS_PARM3(ctx);
         /* a record lost (ring full) would leave nobody to resume the writer: then the
@@ -321,7 +331,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
      * stop is noted before the record goes out (userspace may resume it at once). */
     u32 pid = id >> 32;
     u64 now = bpf_ktime_get_ns();
-    if (holdable.lookup(&pid) && held_pids.update(&pid, &now) == 0)
+    if (holding(pid) && held_pids.update(&pid, &now) == 0)
         r->h.held = 1;
 #endif
     if (events.ringbuf_output(r, sizeof(*r), BT_RB_FORCE_WAKEUP) != 0) {

@@ -121,6 +121,8 @@ class Enforcer:
         if self.watchdog_factory is not None and self.watchdog is None:
             held_map = getattr(self.source, "held_map_fd", lambda: -1)()
             self.watchdog = self.watchdog_factory(held_map)
+        if not self.dry_run:
+            self._set_holding(True)  # only now is someone there to answer
         log.info("enforcement %s: holds %s, deadline %d ms, %s",
                  "DRY RUN (reporting only)" if self.dry_run else "on",
                  "off" if self.dry_run else "on",
@@ -128,6 +130,7 @@ class Enforcer:
 
     def close(self) -> list[Event]:
         """Stopping: nobody may stay stopped. Released the fail-mode way."""
+        self._set_holding(False)  # no new holds while the probes detach
         for pid in list(self._by_pid):
             self._finish_pid(pid, kill=self.fail_closed, action="released-at-exit"
                              if not self.fail_closed else "killed-at-exit")
@@ -307,6 +310,11 @@ class Enforcer:
                 os.kill(pid, sig)
         except ProcessLookupError:
             pass  # it exited meanwhile
+
+    def _set_holding(self, on: bool) -> None:
+        switch = getattr(self.source, "set_holding", None)
+        if switch is not None:
+            switch(on)
 
     def _unhold(self, pid: int) -> None:
         unhold = getattr(self.source, "unhold", None)

@@ -67,6 +67,7 @@ class Worker:
     # next stage may stop even though this process is still exiting (capture's kernel
     # probes take seconds to detach).
     drained: bool = False
+    last_gauges: dict[str, float] = field(default_factory=dict)
 
     def to(self, new: State) -> None:
         self.state = check_transition(self.state, new)
@@ -81,7 +82,7 @@ class Worker:
         out = Counter(self.base)
         for key in COUNTER_KEYS:
             out[key] += int(self.report.get(key, 0))
-        gauges = {}
+        gauges = dict(self.last_gauges)  # a stopped incarnation's, until a new one reports
         for key, value in (self.report.get("extra") or {}).items():
             if isinstance(value, bool):
                 continue
@@ -93,7 +94,9 @@ class Worker:
 
     def retire_report(self) -> None:
         """Fold this incarnation's last counters into the base before a restart."""
-        self.base = Counter({k: v for k, v in self.counters().items() if isinstance(v, int)})
+        current = self.counters()
+        self.base = Counter({k: v for k, v in current.items() if isinstance(v, int)})
+        self.last_gauges = {k: v for k, v in current.items() if isinstance(v, float)}
         self.report = {}
 
 

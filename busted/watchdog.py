@@ -17,8 +17,10 @@ capture worker exited or was killed), then exits.
 
 It also inherits the fd of the kernel's ``held_pids`` map (``bpf/tls.bpf.c``): the probe
 notes there every process it stops, before capture has even read the record. When the
-pipe closes, every pid still in that map gets the fail mode too — a process stopped
-just before capture died, whose record capture never read, is not forgotten.
+pipe closes, every pid in that map gets the fail mode too — a process stopped just
+before capture died, whose record capture never read, is not forgotten — and the map is
+watched until the capture process has fully exited: the kernel takes seconds to detach
+a dead process's probes, and they may stop writers meanwhile.
 """
 
 from __future__ import annotations
@@ -63,14 +65,11 @@ class Watchdog:
             pass
 
     def close(self) -> None:
-        """Closing the pipe makes the watchdog release everything still held and exit."""
+        """Closing the pipe makes the watchdog release everything still held; it then
+        watches the kernel's map until this process has exited, so it is not waited for."""
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def _signal(pidfd: int, sig: int) -> None:
@@ -88,7 +87,10 @@ class _MapAttr(ct.Structure):
 
 
 _SYS_BPF = 321  # x86-64
+_BPF_MAP_DELETE_ELEM = 3
 _BPF_MAP_GET_NEXT_KEY = 4
+_AFTER_EOF_S = 30.0  # longest watch of the map once capture is gone
+_SCAN_EVERY_S = 0.005
 
 
 def map_pids(map_fd: int) -> list[int]:
@@ -107,11 +109,45 @@ def map_pids(map_fd: int) -> list[int]:
     return pids
 
 
+def map_delete(map_fd: int, pid: int) -> None:
+    libc = ct.CDLL(None, use_errno=True)
+    key = ct.c_uint32(pid)
+    attr = _MapAttr(map_fd, 0, ct.addressof(key), 0, 0)
+    libc.syscall(_SYS_BPF, _BPF_MAP_DELETE_ELEM, ct.byref(attr), ct.sizeof(attr))
+
+
+def _release_map(map_fd: int, fail_signal: int) -> None:
+    for pid in map_pids(map_fd):
+        if pid > 1:
+            try:
+                os.kill(pid, fail_signal)
+            except ProcessLookupError:
+                pass
+        map_delete(map_fd, pid)
+
+
+def _watch_until_gone(map_fd: int, capture: int, fail_signal: int) -> None:
+    """Resume (or kill) whatever the probes stop until the capture process is gone."""
+    deadline = time.monotonic() + _AFTER_EOF_S
+    while time.monotonic() < deadline:
+        _release_map(map_fd, fail_signal)
+        if capture < 0:
+            return
+        ready, _, _ = select.select([capture], [], [], _SCAN_EVERY_S)
+        if ready:  # exited: its files (the probes) are released
+            _release_map(map_fd, fail_signal)
+            return
+
+
 def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
     """The watchdog process's loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the pipe's end stops us
     fail_signal = signal.SIGKILL if fail_closed else signal.SIGCONT
+    try:  # the capture worker that started us: watched until it has fully exited
+        capture = os.pidfd_open(os.getppid())
+    except OSError:
+        capture = -1
     held: dict[int, tuple[int, float]] = {}  # pid -> (pidfd, deadline)
     buffer = b""
     while True:
@@ -131,12 +167,7 @@ def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
                 _signal(pidfd, fail_signal)
                 os.close(pidfd)
             if held_map_fd >= 0:
-                for pid in map_pids(held_map_fd):
-                    if pid not in held and pid > 1:
-                        try:
-                            os.kill(pid, fail_signal)
-                        except ProcessLookupError:
-                            pass
+                _watch_until_gone(held_map_fd, capture, fail_signal)
             return
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")

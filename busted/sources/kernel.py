@@ -306,6 +306,11 @@ class KernelSource:
         if self.holds and self._bpf is not None:
             self._bpf[b"kill_on_write"][ct.c_uint32(pid)] = ct.c_uint8(1)
 
+    def set_holding(self, on: bool) -> None:
+        """Start or stop holding writes (the enforcer's answer loop is up, or gone)."""
+        if self.holds and self._bpf is not None:
+            self._bpf[b"hold_switch"][ct.c_int(0)] = ct.c_uint32(1 if on else 0)
+
     def held_pids(self) -> dict[int, int]:
         """Processes the write probe stopped and userspace has not finished with:
         pid -> kernel time (ns) of the stop."""
