@@ -56,6 +56,10 @@
 #define REC_EXIT 9        /* struct rec_head only: a process (thread group) ended */
 #define REC_LIBOPEN 10    /* struct path_rec: a process opened a libssl not yet probed */
 
+/* rec_head.held of REC_LIBOPEN */
+#define LIB_HELD 1
+#define LIB_WRITING 2
+
 /* data_rec.source */
 #define SRC_TLS 1
 #define SRC_PLAIN 2
@@ -85,7 +89,8 @@ struct rec_head {
     u32 tid;
     u32 uid;
     u32 gid;
-    u32 held;       /* REC_LIBOPEN under ENFORCE: the opener is stopped until probed */
+    u32 held;       /* REC_LIBOPEN: LIB_HELD (--enforce: the opener is stopped until
+                     * probed) or LIB_WRITING (opened for writing: a copy being made) */
     u64 cgroup_id;
     char comm[COMM_LEN];
 };

@@ -279,6 +279,8 @@ struct lib_path {
     char path[PATH_LEN];
 };
 BPF_PERCPU_ARRAY(path_scratch, struct path_rec, 1);
+#define BT_O_DIRECTORY 0200000
+#define BT_O_PATH 010000000
 /* paths userspace has handled (probed, or not OpenSSL): no record for them */
 BPF_HASH(known_libs, struct lib_path, u8, 4096);
 
@@ -300,9 +302,11 @@ static __always_inline int ends_with(const char *path, u32 len, const char *suff
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
-    /* a loader opens a library read-only; opened for writing, it is a copy being made */
-    if (args->flags & 3)
-        return 0;
+    /* a loader opens a library read-only; opened for writing, it is a copy being made:
+     * reported too (probing it early wins the race with its first user) but never held */
+    if (args->flags & (BT_O_DIRECTORY | BT_O_PATH))
+        return 0; /* a look at the name (cp checking for a directory), not a load */
+    int writing = (args->flags & 3) != 0;
     u32 zero = 0;
     struct path_rec *r = path_scratch.lookup(&zero);
     if (!r)
@@ -331,19 +335,24 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
      * stop is noted before the record goes out (userspace may resume it at once). */
     u32 pid = id >> 32;
     u64 now = bpf_ktime_get_ns();
-    if (holding(pid) && held_pids.update(&pid, &now) == 0)
-        r->h.held = 1;
+    if (writing)
+        r->h.held = LIB_WRITING;
+    else if (holding(pid) && held_pids.update(&pid, &now) == 0)
+        r->h.held = LIB_HELD;
+#else
+    if (writing)
+        r->h.held = LIB_WRITING;
 #endif
     if (events.ringbuf_output(r, sizeof(*r), BT_RB_FORCE_WAKEUP) != 0) {
         count_lost(LOST_RINGBUF);
 #ifdef ENFORCE
-        if (r->h.held)
+        if (r->h.held == LIB_HELD)
             held_pids.delete(&pid);
 #endif
         return 0;
     }
 #ifdef ENFORCE
-    if (r->h.held)
+    if (r->h.held == LIB_HELD)
         bpf_send_signal(BT_SIGSTOP);
 #endif
     return 0;

@@ -91,6 +91,7 @@ _BPF_MAP_DELETE_ELEM = 3
 _BPF_MAP_GET_NEXT_KEY = 4
 _AFTER_EOF_S = 30.0  # longest watch of the map once capture is gone
 _SCAN_EVERY_S = 0.005
+_SETTLE_S = 0.5  # after capture's exit: a stop noted but not yet sent has landed by then
 
 
 def map_pids(map_fd: int) -> list[int]:
@@ -116,27 +117,51 @@ def map_delete(map_fd: int, pid: int) -> None:
     libc.syscall(_SYS_BPF, _BPF_MAP_DELETE_ELEM, ct.byref(attr), ct.sizeof(attr))
 
 
-def _release_map(map_fd: int, fail_signal: int) -> None:
+def _stopped(pid: int) -> bool | None:
+    """Whether the process is stopped (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2] in "tT"
+
+
+def _release_map(map_fd: int, fail_signal: int) -> int:
+    """Apply the fail mode to every process in the map that is stopped, and forget it.
+
+    An entry whose process still runs is kept for the next look: the probe notes a
+    stop just BEFORE sending it, so a SIGCONT now could come first and be lost. Returns
+    the number of entries kept."""
+    kept = 0
     for pid in map_pids(map_fd):
-        if pid > 1:
+        state = _stopped(pid)
+        if pid <= 1 or state is None:
+            map_delete(map_fd, pid)
+            continue
+        if state or fail_signal == signal.SIGKILL:
             try:
                 os.kill(pid, fail_signal)
             except ProcessLookupError:
                 pass
-        map_delete(map_fd, pid)
+            map_delete(map_fd, pid)
+        else:
+            kept += 1
+    return kept
 
 
 def _watch_until_gone(map_fd: int, capture: int, fail_signal: int) -> None:
-    """Resume (or kill) whatever the probes stop until the capture process is gone."""
+    """Resume (or kill) whatever the probes stop until the capture process is gone and
+    its last stops have landed."""
     deadline = time.monotonic() + _AFTER_EOF_S
+    gone_at = None
     while time.monotonic() < deadline:
-        _release_map(map_fd, fail_signal)
-        if capture < 0:
+        kept = _release_map(map_fd, fail_signal)
+        if gone_at is None and (capture < 0 or select.select([capture], [], [], 0)[0]):
+            gone_at = time.monotonic()  # exited: its files (the probes) are released
+        if gone_at is not None and (not kept or time.monotonic() - gone_at > _SETTLE_S):
             return
-        ready, _, _ = select.select([capture], [], [], _SCAN_EVERY_S)
-        if ready:  # exited: its files (the probes) are released
-            _release_map(map_fd, fail_signal)
-            return
+        time.sleep(_SCAN_EVERY_S)
 
 
 def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:

@@ -37,6 +37,7 @@ DIR_WRITE = 0
 DIR_READ = 1
 
 FLAG_TRUNCATED = 1
+LIB_HELD, LIB_WRITING = 1, 2  # rec_head.held of a REC_LIBOPEN
 FLAG_HELD = 2  # sent at the write's entry; the writer is stopped until its verdict
 
 LOST_RINGBUF = 0
@@ -54,7 +55,7 @@ class RecHead(ct.Structure):
         ("tid", ct.c_uint32),
         ("uid", ct.c_uint32),
         ("gid", ct.c_uint32),
-        ("held", ct.c_uint32),  # REC_LIBOPEN: the opener is stopped until probed
+        ("held", ct.c_uint32),  # REC_LIBOPEN: LIB_HELD or LIB_WRITING
         ("cgroup_id", ct.c_uint64),
         ("comm", ct.c_char * COMM_LEN),
     ]

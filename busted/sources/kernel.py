@@ -275,9 +275,14 @@ class KernelSource:
         key = libssl.file_key(path)
         if key is not None and key not in self._probed:
             self._probe_file(path)
-        self._mark_known(raw_path)
+        # Known (no more records for this path) once probed, or once a complete file
+        # proved not to be OpenSSL; a file still missing or being written is asked again.
+        if libssl.file_key(path) in self._probed or (
+                rec.h.held != records.LIB_WRITING and os.path.isfile(path)
+                and not libssl.has_openssl(path)):
+            self._mark_known(raw_path)
         log.debug("library opened by pid %d: %s (held: %d)", pid, path, rec.h.held)
-        if rec.h.held:  # --enforce stopped the opener until now: its probes are in place
+        if rec.h.held == records.LIB_HELD:  # stopped until now: its probes are in place
             self._counters["library_holds"] += 1
             try:
                 os.kill(pid, signal.SIGCONT)
