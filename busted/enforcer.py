@@ -39,23 +39,18 @@ from typing import Any
 from busted.config import MonitorConfig
 from busted.destinations import DestinationError, parse
 from busted.errors import BustedError
+from busted.schema import ENFORCEMENT_CONTEXT
 
 log = logging.getLogger("busted.enforce")
 
 Event = dict[str, Any]
 
-# Fields of the judged event repeated in the ENFORCEMENT event (what was stopped).
-_CONTEXT_FIELDS = (
-    "process_name", "uid", "conn_id", "sni", "dst_ip", "dst_port", "llm_provider",
-    "llm_model", "content_class", "policy_reasons", "identity_id", "container_id",
-    "pod_name", "pod_namespace",
-)
 # One enforcing monitor per host: two would each stop and resume the same processes,
 # and one's SIGCONT would end the other's hold.
 HOST_LOCK = "/run/lock/busted-enforce.lock"
-_LATENCY_WINDOW = 4096
+_LATENCY_WINDOW = 4096  # recent hold latencies kept for the p50/p99 in `busted status`
 SWEEP_EVERY_S = 0.1
-SWEEP_GRACE_S = 0.05  # recent hold latencies kept for the p50/p99 in `busted status`
+SWEEP_GRACE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -164,7 +159,7 @@ class Enforcer:
         if pid in self.protected:
             event["held"] = False
             return
-        context = {k: event[k] for k in _CONTEXT_FIELDS if k in event}
+        context = {k: event[k] for k in ENFORCEMENT_CONTEXT if k in event}
         started = float(event.get("timestamp") or time.time())
         # The deadline runs from the stop in the kernel, not from when we read about it.
         waited = min(max(0.0, time.time() - started), self.deadline_s)
@@ -191,12 +186,7 @@ class Enforcer:
         """Deadlines, refused-connect records; returns ENFORCEMENT events to send."""
         for hold_id, hold in list(self._holds.items()):
             if now >= hold.deadline and hold_id in self._holds:
-                log.warning("no verdict for pid %d within %d ms: %s", hold.pid,
-                            int(self.deadline_s * 1000), "killing it" if self.fail_closed else "resuming it")
-                self.stats["late_killed" if self.fail_closed else "late_released"] += 1
-                self._finish_pid(hold.pid, kill=self.fail_closed,
-                                 action="killed-late" if self.fail_closed else "released-late",
-                                 error=f"no verdict within {int(self.deadline_s * 1000)} ms")
+                self._fail(hold.pid, "late", f"no verdict within {int(self.deadline_s * 1000)} ms")
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep()
@@ -215,12 +205,14 @@ class Enforcer:
         for pid, stopped_ns in held.items():
             if pid in self._by_pid or stopped_ns > limit_ns:
                 continue
-            log.warning("pid %d was stopped for a write whose record never arrived: %s", pid,
-                        "killing it" if self.fail_closed else "resuming it")
-            self.stats["late_killed" if self.fail_closed else "late_released"] += 1
-            self._finish_pid(pid, kill=self.fail_closed,
-                             action="killed-unseen" if self.fail_closed else "released-unseen",
-                             error="the held write's record was lost")
+            self._fail(pid, "unseen", "the held write's record was lost")
+
+    def _fail(self, pid: int, when: str, why: str) -> None:
+        """The fail mode for a hold nobody answered: resume (open) or kill (closed)."""
+        log.warning("pid %d held: %s; %s", pid, why, "killing it" if self.fail_closed else "resuming it")
+        self.stats["late_killed" if self.fail_closed else "late_released"] += 1
+        self._finish_pid(pid, kill=self.fail_closed, error=why,
+                         action=f"{'killed' if self.fail_closed else 'released'}-{when}")
 
     # --- verdicts from classify / policy ---------------------------------------------------
 
@@ -245,14 +237,12 @@ class Enforcer:
             ids.discard(hold_id)
             if not ids:  # the last write this process waits on
                 del self._by_pid[hold.pid]
-                self._signal(hold.pid, signal.SIGCONT)
-                self._close_pidfd(hold.pid)
-                self._unhold(hold.pid)
+                self._let_go(hold.pid, signal.SIGCONT)
 
     def _kill(self, command: Event) -> None:
         pid = int(command.get("pid") or 0)
         hold = self._holds.get(int(command.get("hold_id") or 0))
-        context = {k: command[k] for k in _CONTEXT_FIELDS if k in command}
+        context = {k: command[k] for k in ENFORCEMENT_CONTEXT if k in command}
         if pid in self.protected:
             log.warning("deny for busted's own process %d ignored", pid)
             return
@@ -283,14 +273,9 @@ class Enforcer:
         held_ms = (time.time() - started) * 1000.0 if holds else 0.0
         # What the held write said about its connection, then what the verdict added.
         context = {**(holds[-1].context if holds else {}), **(context or {})}
-        if kill:
-            self._signal(pid, signal.SIGKILL)
-            if action == "killed":
-                self.stats["killed"] += 1
-        else:
-            self._signal(pid, signal.SIGCONT)
-        self._close_pidfd(pid)
-        self._unhold(pid)
+        if kill and action == "killed":
+            self.stats["killed"] += 1
+        self._let_go(pid, signal.SIGKILL if kill else signal.SIGCONT)
         event = self._event(action, pid, context, seq=seq, hold_ms=held_ms)
         if error:
             event["policy_error"] = error
@@ -311,22 +296,22 @@ class Enforcer:
         except ProcessLookupError:
             pass  # it exited meanwhile
 
-    def _set_holding(self, on: bool) -> None:
-        switch = getattr(self.source, "set_holding", None)
-        if switch is not None:
-            switch(on)
-
-    def _unhold(self, pid: int) -> None:
+    def _let_go(self, pid: int, sig: int) -> None:
+        """The last signal of a hold (SIGCONT or SIGKILL); then forget the process."""
+        self._signal(pid, sig)
+        pidfd = self._pidfds.pop(pid, None)
+        if pidfd is not None:
+            os.close(pidfd)
         unhold = getattr(self.source, "unhold", None)
         if unhold is not None:
             unhold(pid)
         if self.watchdog is not None:
             self.watchdog.done(pid)
 
-    def _close_pidfd(self, pid: int) -> None:
-        pidfd = self._pidfds.pop(pid, None)
-        if pidfd is not None:
-            os.close(pidfd)
+    def _set_holding(self, on: bool) -> None:
+        switch = getattr(self.source, "set_holding", None)
+        if switch is not None:
+            switch(on)
 
     def _event(self, action: str, pid: int, context: Event, *, seq: Any = None,
                hold_ms: float = 0.0) -> Event:
@@ -401,6 +386,11 @@ class Enforcer:
             "hold_ms_p50": round(_percentile(latencies, 0.50), 3),
             "hold_ms_p99": round(_percentile(latencies, 0.99), 3),
         }
+
+
+def release_command(event: Event) -> Event:
+    """What classify or policy sends capture to resume the writer of a held event."""
+    return {"cmd": "release", "hold_id": event.get("hold_id", 0), "pid": event.get("pid", 0)}
 
 
 def _host_lock(path: str) -> int:

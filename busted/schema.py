@@ -53,6 +53,14 @@ CONTENT_CLASSES = (
 
 DECISIONS = ("allow", "audit", "deny")
 
+# Fields of a judged event that a kill verdict carries to capture and its ENFORCEMENT
+# event repeats (what was stopped, and why).
+ENFORCEMENT_CONTEXT = (
+    "process_name", "uid", "conn_id", "sni", "dst_ip", "dst_port", "llm_provider",
+    "llm_model", "content_class", "policy_reasons", "identity_id", "container_id",
+    "pod_name", "pod_namespace",
+)
+
 
 class ProcessedEvent(TypedDict, total=False):
     """One observed event, as outputs print it and as policies see it (``input``)."""

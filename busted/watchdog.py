@@ -25,13 +25,15 @@ a dead process's probes, and they may stop writers meanwhile.
 
 from __future__ import annotations
 
-import ctypes as ct
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
+
+from busted.kernel.bpf_syscall import map_delete_u32, map_u32_keys
+from busted.kernel.procstat import is_stopped
 
 # Grace added to each deadline: the capture worker acts first; the watchdog only
 # covers for it.
@@ -79,52 +81,9 @@ def _signal(pidfd: int, sig: int) -> None:
         pass  # it exited on its own
 
 
-class _MapAttr(ct.Structure):
-    """The part of union bpf_attr that BPF_MAP_GET_NEXT_KEY uses."""
-
-    _fields_ = [("map_fd", ct.c_uint32), ("pad", ct.c_uint32), ("key", ct.c_uint64),
-                ("next_key", ct.c_uint64), ("flags", ct.c_uint64)]
-
-
-_SYS_BPF = 321  # x86-64
-_BPF_MAP_DELETE_ELEM = 3
-_BPF_MAP_GET_NEXT_KEY = 4
 _AFTER_EOF_S = 30.0  # longest watch of the map once capture is gone
 _SCAN_EVERY_S = 0.005
 _SETTLE_S = 0.5  # after capture's exit: a stop noted but not yet sent has landed by then
-
-
-def map_pids(map_fd: int) -> list[int]:
-    """The u32 keys of a BPF hash map (the held pids), read with the bpf syscall."""
-    libc = ct.CDLL(None, use_errno=True)
-    pids: list[int] = []
-    key, next_key = ct.c_uint32(0), ct.c_uint32(0)
-    first = True
-    while len(pids) < 65536:
-        attr = _MapAttr(map_fd, 0, 0 if first else ct.addressof(key), ct.addressof(next_key), 0)
-        if libc.syscall(_SYS_BPF, _BPF_MAP_GET_NEXT_KEY, ct.byref(attr), ct.sizeof(attr)) != 0:
-            break  # ENOENT: no more keys
-        pids.append(next_key.value)
-        key.value = next_key.value
-        first = False
-    return pids
-
-
-def map_delete(map_fd: int, pid: int) -> None:
-    libc = ct.CDLL(None, use_errno=True)
-    key = ct.c_uint32(pid)
-    attr = _MapAttr(map_fd, 0, ct.addressof(key), 0, 0)
-    libc.syscall(_SYS_BPF, _BPF_MAP_DELETE_ELEM, ct.byref(attr), ct.sizeof(attr))
-
-
-def _stopped(pid: int) -> bool | None:
-    """Whether the process is stopped (None: it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2] in "tT"
 
 
 def _release_map(map_fd: int, fail_signal: int) -> int:
@@ -134,17 +93,17 @@ def _release_map(map_fd: int, fail_signal: int) -> int:
     stop just BEFORE sending it, so a SIGCONT now could come first and be lost. Returns
     the number of entries kept."""
     kept = 0
-    for pid in map_pids(map_fd):
-        state = _stopped(pid)
+    for pid in map_u32_keys(map_fd):
+        state = is_stopped(pid)
         if pid <= 1 or state is None:
-            map_delete(map_fd, pid)
+            map_delete_u32(map_fd, pid)
             continue
         if state or fail_signal == signal.SIGKILL:
             try:
                 os.kill(pid, fail_signal)
             except ProcessLookupError:
                 pass
-            map_delete(map_fd, pid)
+            map_delete_u32(map_fd, pid)
         else:
             kept += 1
     return kept

@@ -58,6 +58,7 @@ import click
 from busted.bench.kernel_cost import BenchError
 from busted.bench.probes import MonitorRun, monitor_counters
 from busted.errors import BustedError, PrivilegeError
+from busted.kernel.procstat import is_stopped
 
 GOAL_P99_MS = 5.0
 # Nothing the loop sends is denied: the policy only has to be evaluated.
@@ -254,7 +255,9 @@ class LoopBench:
             try:
                 return lines.get(timeout=timeout).strip()
             except queue.Empty:
-                stopped = " (it is stopped: held by another enforcing monitor?)" if _stopped(proc.pid) else ""
+                stopped = ""
+                if is_stopped(proc.pid):
+                    stopped = " (it is stopped: held by another enforcing monitor?)"
                 raise BenchError(f"the {config} client did not answer within {timeout:.0f} s"
                                  f"{stopped}") from None
 
@@ -297,14 +300,6 @@ class LoopBench:
             raise BenchError(f"the monitor never showed the {config} client (pid {pid})")
         raise BenchError(f"the client (pid {pid}) was never held under --enforce",
                          "It must have no controlling terminal; see the monitor's log.")
-
-
-def _stopped(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] in ("T", "t")
 
 
 def _wait_for_enforce_lock(say) -> None:

@@ -7,6 +7,7 @@ index 4 the controlling terminal (``tty_nr``, 0 when there is none).
 
 from __future__ import annotations
 
+_STATE = 0
 _PPID = 1
 _TTY_NR = 4
 
@@ -38,3 +39,11 @@ def has_terminal(pid: int, proc: str = "/proc") -> bool | None:
     if fields is None or len(fields) <= _TTY_NR:
         return None
     return fields[_TTY_NR] != "0"
+
+
+def is_stopped(pid: int, proc: str = "/proc") -> bool | None:
+    """Whether the process is stopped by a signal or a tracer (None: it is gone)."""
+    fields = stat_fields(pid, proc)
+    if not fields:
+        return None
+    return fields[_STATE] in ("T", "t")

@@ -30,7 +30,7 @@ from typing import Any
 
 from busted.config import MAX_COPY_LIMIT, MonitorConfig
 from busted.errors import KernelError, PrivilegeError
-from busted.kernel import features, libssl, procstat, records
+from busted.kernel import bpf_syscall, features, libssl, procstat, records
 from busted.kernel.tracker import Tracker
 
 log = logging.getLogger("busted.capture.kernel")
@@ -444,7 +444,7 @@ class KernelSource:
             return {}
         out = {}
         for name, fn in self._bpf.funcs.items():
-            found = _prog_run_stats(fn.fd)
+            found = bpf_syscall.prog_run_stats(fn.fd)
             if found is not None:
                 key = name.decode() if isinstance(name, bytes) else str(name)
                 out[key] = found
@@ -491,28 +491,6 @@ def _detach_all(bpf: Any) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(run, jobs))
-
-
-class _BpfInfoAttr(ct.Structure):
-    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
-
-
-_SYS_BPF = 321  # x86-64
-_BPF_OBJ_GET_INFO_BY_FD = 15
-# offsets of run_time_ns / run_cnt in struct bpf_prog_info (uapi, stable since 5.1)
-_RUN_TIME_AT, _RUN_CNT_AT = 192, 200
-
-
-def _prog_run_stats(fd: int) -> tuple[int, int] | None:
-    info = (ct.c_ubyte * 256)()
-    attr = _BpfInfoAttr(fd, ct.sizeof(info), ct.addressof(info))
-    libc = ct.CDLL(None, use_errno=True)
-    if libc.syscall(_SYS_BPF, _BPF_OBJ_GET_INFO_BY_FD, ct.byref(attr), ct.sizeof(attr)) != 0:
-        return None
-    raw = bytes(info)
-    run_ns = int.from_bytes(raw[_RUN_TIME_AT:_RUN_TIME_AT + 8], "little")
-    runs = int.from_bytes(raw[_RUN_CNT_AT:_RUN_CNT_AT + 8], "little")
-    return runs, run_ns
 
 
 def _is_busted(pid: int, proc: str) -> bool:

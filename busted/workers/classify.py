@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
+from busted.enforcer import release_command
 from busted.workers.stage import Event, Stage
 
 
@@ -34,6 +35,7 @@ class ClassifyStage(Stage):
 
     def __init__(self, config: MonitorConfig) -> None:
         super().__init__(config)
+        self.enforce = bool(config.enforce)  # holds exist only then
         self.reassembler = Reassembler(
             max_conn_bytes=config.reassembly_max_bytes,
             max_total_bytes=config.reassembly_total_bytes,
@@ -52,7 +54,7 @@ class ClassifyStage(Stage):
         for event in events:
             if event.get("payload") is not None and not event.get("content_class"):
                 done = reassembler.feed(event, now)
-                if event.get("held") or done:
+                if self.enforce and (event.get("held") or done):
                     self._carry_hold(event, done)
                 out.extend(done)
             elif "payload" in event:
@@ -98,8 +100,7 @@ class ClassifyStage(Stage):
                                "conn_id": capture.get("conn_id", 0), "hold": False})
         else:
             self.stats["held_released_incomplete"] += 1
-            self.feedback({"cmd": "release", "hold_id": capture.get("hold_id", 0),
-                           "pid": capture.get("pid", 0)})
+            self.feedback(release_command(capture))
 
     def _send_verdicts(self) -> None:
         verdicts = self.reassembler.verdicts

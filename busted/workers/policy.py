@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 
 from busted.config import MonitorConfig
+from busted.enforcer import release_command
+from busted.schema import ENFORCEMENT_CONTEXT
 from busted.workers.stage import Event, Stage
 
 log = logging.getLogger("busted.policy")
@@ -37,10 +39,6 @@ log = logging.getLogger("busted.policy")
 _EVALUATED_CLASSES = ("LLM_", "MCP_")
 BLOCKS_RULE = "data.busted.block_destinations"
 BLOCKS_RESEND_S = 5.0
-# What a kill verdict tells capture about the event (repeated in its ENFORCEMENT event).
-_KILL_FIELDS = ("process_name", "uid", "conn_id", "sni", "dst_ip", "dst_port", "llm_provider",
-                "llm_model", "content_class", "policy_reasons", "identity_id", "container_id",
-                "pod_name", "pod_namespace")
 # What a frame of an LLM/MCP event always contains (content_class values are plain
 # msgpack strings), so batches without any can be forwarded undecoded in "llm" scope.
 _FRAME_MARKERS = (b"LLM_", b"MCP_")
@@ -118,22 +116,16 @@ class PolicyStage(Stage):
 
     def _answer(self, event: Event, outcome: str) -> None:
         """Tell capture what to do with the writer of this event."""
-        if outcome != "deny":
+        action = (_passive(event) or self.action) if outcome == "deny" else ""
+        if action:
+            event["action"] = action
+        if action != self.action:  # allowed, or not the sender's doing
             if event.get("held"):
-                self.feedback({"cmd": "release", "hold_id": event.get("hold_id", 0),
-                               "pid": event.get("pid", 0)})
+                self.feedback(release_command(event))
             return
-        passive = _passive(event)
-        if passive:
-            event["action"] = passive
-            if event.get("held"):
-                self.feedback({"cmd": "release", "hold_id": event.get("hold_id", 0),
-                               "pid": event.get("pid", 0)})
-            return
-        event["action"] = self.action
         command = {"cmd": "kill", "hold_id": event.get("hold_id", 0) if event.get("held") else 0,
                    "pid": event.get("pid", 0), "seq": event.get("seq")}
-        command.update({k: event[k] for k in _KILL_FIELDS if event.get(k)})
+        command.update({k: event[k] for k in ENFORCEMENT_CONTEXT if event.get(k)})
         self.feedback(command)
 
     # --- block_destinations ------------------------------------------------------------

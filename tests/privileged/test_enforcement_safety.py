@@ -11,6 +11,8 @@ import time
 import pytest
 from polling import wait_for
 
+from busted.kernel.procstat import is_stopped
+
 from .harness.events import summarize
 from .harness.monitor import MonitorProcess
 from .harness.pki import BORING_HOST
@@ -26,15 +28,6 @@ def _worker_pid(monitor: MonitorProcess, role: str) -> int:
         worker = (monitor.stats.get("workers") or {}).get(role) or {}
         return worker.get("pid") or None
     return wait_for(find, 15, f"the {role} worker's pid in the published stats")
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return "gone"
-    return stat[stat.rfind(")") + 2]
 
 
 @pytest.mark.parametrize("frozen", ["classify", "capture"])
@@ -54,14 +47,14 @@ def test_killing_the_monitor_while_a_process_is_held_leaves_it_running(tls_serve
         seen = []
 
         def stopped():
-            seen.append(_state(proc.pid))
-            return seen[-1] == "T" or None
+            seen.append(is_stopped(proc.pid))
+            return seen[-1] or None
 
         try:
             wait_for(stopped, 30, "the client to be held (stopped)")
         except AssertionError:
             out, err = proc.communicate(timeout=30)
-            raise AssertionError(f"states {sorted(set(seen))}, exit {proc.returncode}: {err[-800:]}\n"
+            raise AssertionError(f"stopped seen as {set(seen)}, exit {proc.returncode}: {err[-800:]}\n"
                                  f"{monitor.stderr_tail(20)}") from None
         held_at = time.monotonic()
         os.kill(monitor.proc.pid, signal.SIGKILL)

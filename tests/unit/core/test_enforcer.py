@@ -18,6 +18,7 @@ from polling import wait_for
 from busted.config import MonitorConfig
 from busted.destinations import DestinationError, parse
 from busted.enforcer import Enforcer
+from busted.kernel.procstat import is_stopped
 
 
 class FakeSource:
@@ -63,12 +64,6 @@ class FakeWatchdog:
         self.lines.append(("close",))
 
 
-def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return stat[stat.rfind(")") + 2]
-
-
 def _sleeper() -> subprocess.Popen:
     """A `sleep` process, once it runs sleep (the enforcer checks the program name)."""
     proc = subprocess.Popen(["sleep", "60"])
@@ -86,7 +81,7 @@ def writer():
     """A process playing the held writer, stopped as the uprobe would stop it."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     os.kill(proc.pid, signal.SIGSTOP)
-    wait_for(lambda: _state(proc.pid) == "T", 5, "the writer to stop")
+    wait_for(lambda: is_stopped(proc.pid), 5, "the writer to stop")
     yield proc
     proc.kill()
     proc.wait()
@@ -113,7 +108,7 @@ def test_release_resumes_the_writer_and_records_the_latency(tmp_path, writer):
     assert event["hold_id"] == 7
     assert ("hold", writer.pid) in watchdog.lines
     enforcer.feedback({"cmd": "release", "hold_id": 7, "pid": writer.pid})
-    wait_for(lambda: _state(writer.pid) != "T", 5, "the writer to resume")
+    wait_for(lambda: not is_stopped(writer.pid), 5, "the writer to resume")
     report = enforcer.report()
     assert report["released"] == 1 and report["held_now"] == 0 and report["hold_ms_p99"] > 0
     assert ("done", writer.pid) in watchdog.lines
@@ -126,9 +121,9 @@ def test_a_process_waits_for_its_last_held_write(tmp_path, writer):
     enforcer.track([_held(writer.pid, 1), _held(writer.pid, 2)])  # two threads
     enforcer.feedback({"cmd": "release", "hold_id": 1})
     time.sleep(0.05)
-    assert _state(writer.pid) == "T"
+    assert is_stopped(writer.pid)
     enforcer.feedback({"cmd": "release", "hold_id": 2})
-    wait_for(lambda: _state(writer.pid) != "T", 5, "the writer to resume")
+    wait_for(lambda: not is_stopped(writer.pid), 5, "the writer to resume")
     enforcer.close()
 
 
@@ -160,7 +155,7 @@ def test_a_missed_deadline_applies_the_fail_mode(tmp_path, writer, fail_closed):
         assert writer.wait(5) == -signal.SIGKILL
     else:
         assert event["action"] == "released-late"
-        wait_for(lambda: _state(writer.pid) != "T", 5, "the writer to resume")
+        wait_for(lambda: not is_stopped(writer.pid), 5, "the writer to resume")
     enforcer.feedback({"cmd": "release", "hold_id": 4})  # the late verdict is ignored
     assert enforcer.report()["unknown_holds"] == 1
     enforcer.close()
@@ -171,7 +166,7 @@ def test_close_releases_everything_still_held(tmp_path, writer):
     enforcer.track([_held(writer.pid, 5)])
     [event] = enforcer.close()
     assert event["action"] == "released-at-exit"
-    wait_for(lambda: _state(writer.pid) != "T", 5, "the writer to resume")
+    wait_for(lambda: not is_stopped(writer.pid), 5, "the writer to resume")
     assert blocker.closed and watchdog.lines[-1] == ("close",)
 
 

@@ -1,0 +1,69 @@
+"""The few bpf(2) calls busted makes itself, outside bcc (x86-64).
+
+- :func:`prog_run_stats`: the kernel's run counters of a loaded program (what the
+  probes cost, for ``busted bench probes``);
+- :func:`map_u32_keys` / :func:`map_delete_u32`: the keys of a hash map keyed by a u32
+  (the ``held_pids`` map the hold watchdog inherits as a bare fd, with no bcc around).
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+_SYS_BPF = 321  # x86-64
+_BPF_MAP_DELETE_ELEM = 3
+_BPF_MAP_GET_NEXT_KEY = 4
+_BPF_OBJ_GET_INFO_BY_FD = 15
+# offsets of run_time_ns / run_cnt in struct bpf_prog_info (uapi, stable since 5.1)
+_RUN_TIME_AT, _RUN_CNT_AT = 192, 200
+_MAX_KEYS = 65536
+
+
+class _InfoAttr(ct.Structure):
+    """The part of union bpf_attr that BPF_OBJ_GET_INFO_BY_FD uses."""
+
+    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+
+class _MapAttr(ct.Structure):
+    """The part of union bpf_attr that the map element commands use."""
+
+    _fields_ = [("map_fd", ct.c_uint32), ("pad", ct.c_uint32), ("key", ct.c_uint64),
+                ("value_or_next_key", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
+def _bpf(cmd: int, attr: ct.Structure) -> bool:
+    """True when the call succeeded."""
+    libc = ct.CDLL(None, use_errno=True)
+    return libc.syscall(_SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr)) == 0
+
+
+def prog_run_stats(fd: int) -> tuple[int, int] | None:
+    """(runs, total ns) of a program since load, or None if the kernel says nothing."""
+    info = (ct.c_ubyte * 256)()
+    if not _bpf(_BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ct.sizeof(info), ct.addressof(info))):
+        return None
+    raw = bytes(info)
+    run_ns = int.from_bytes(raw[_RUN_TIME_AT:_RUN_TIME_AT + 8], "little")
+    runs = int.from_bytes(raw[_RUN_CNT_AT:_RUN_CNT_AT + 8], "little")
+    return runs, run_ns
+
+
+def map_u32_keys(map_fd: int) -> list[int]:
+    """The keys of a hash map keyed by a u32."""
+    keys: list[int] = []
+    key, next_key = ct.c_uint32(0), ct.c_uint32(0)
+    first = True
+    while len(keys) < _MAX_KEYS:
+        attr = _MapAttr(map_fd, 0, 0 if first else ct.addressof(key), ct.addressof(next_key), 0)
+        if not _bpf(_BPF_MAP_GET_NEXT_KEY, attr):
+            break  # ENOENT: no more keys
+        keys.append(next_key.value)
+        key.value = next_key.value
+        first = False
+    return keys
+
+
+def map_delete_u32(map_fd: int, key: int) -> None:
+    raw = ct.c_uint32(key)
+    _bpf(_BPF_MAP_DELETE_ELEM, _MapAttr(map_fd, 0, ct.addressof(raw), 0, 0))
