@@ -48,6 +48,9 @@ IGNORE_REFRESH_S = 5.0
 # A full /proc sweep (~40 ms with the per-file cache) catches libraries dlopen'd long
 # after exec; the exec-time rescans catch everything else within 2 s.
 FULL_RESCAN_S = 30.0
+# A libssl copy being written is looked at again at these ages (s): copying ~5 MB takes
+# milliseconds, and the process that made it usually loads it right after.
+COPY_RETRY_AFTER_S = (0.005, 0.02, 0.1, 0.5)
 # libbpf drains the ring until it is empty; under a sustained flood that never happens
 # and the capture loop would stop heart-beating. Past this many records per poll the
 # callback returns -1, which ends the batch (the record itself is already handled).
@@ -122,6 +125,7 @@ class KernelSource:
         self._out: list[dict[str, Any]] = []
         self._probed: dict[tuple[int, int], str] = {}  # file inode -> path
         self._rescans: list[tuple[float, int]] = []  # (due monotonic, pid)
+        self._copies: list[tuple[float, str, bytes]] = []  # (due, path, raw path) being written
         self._next_ignore_refresh = 0.0
         self._next_full_rescan = 0.0
         self.probe_count = 0
@@ -268,19 +272,17 @@ class KernelSource:
         pid = rec.h.pid
         if not path.startswith("/"):
             path = f"{self.proc}/{pid}/cwd/{path}"
-        elif not os.path.exists(path) or libssl.file_key(path) != libssl.file_key(
-            f"{self.proc}/{pid}/root{path}"
-        ):
-            path = f"{self.proc}/{pid}/root{path}"  # another mount namespace
-        key = libssl.file_key(path)
-        if key is not None and key not in self._probed:
-            self._probe_file(path)
-        # Known (no more records for this path) once probed, or once a complete file
-        # proved not to be OpenSSL; a file still missing or being written is asked again.
-        if libssl.file_key(path) in self._probed or (
-                rec.h.held != records.LIB_WRITING and os.path.isfile(path)
-                and not libssl.has_openssl(path)):
-            self._mark_known(raw_path)
+        else:
+            in_root = f"{self.proc}/{pid}/root{path}"
+            seen_there = libssl.file_key(in_root)
+            if seen_there is not None and seen_there != libssl.file_key(path):
+                path = in_root  # another mount namespace
+        self._probe_library(path, raw_path, complete=rec.h.held != records.LIB_WRITING)
+        if rec.h.held == records.LIB_WRITING and libssl.file_key(path) not in self._probed:
+            # A copy being written: look again once the writer is likely done, so it is
+            # probed before whoever made it loads it.
+            now = time.monotonic()
+            self._copies.extend((now + d, path, raw_path) for d in COPY_RETRY_AFTER_S)
         log.debug("library opened by pid %d: %s (held: %d)", pid, path, rec.h.held)
         if rec.h.held == records.LIB_HELD:  # stopped until now: its probes are in place
             self._counters["library_holds"] += 1
@@ -345,6 +347,17 @@ class KernelSource:
         libbpf.ring_buffer__epoll_fd.argtypes = [ct.c_void_p]
         return int(libbpf.ring_buffer__epoll_fd(manager))
 
+    def _probe_library(self, path: str, raw_path: bytes, complete: bool = True) -> None:
+        """Probe a library file named by an open, unless done; the path becomes known
+        (no more records for it) once probed, or once a complete file proved not to be
+        OpenSSL. A file still missing or being written is asked about again."""
+        key = libssl.file_key(path)
+        if key is not None and key not in self._probed:
+            self._probe_file(path)
+        if libssl.file_key(path) in self._probed or (
+                complete and os.path.isfile(path) and not libssl.has_openssl(path)):
+            self._mark_known(raw_path)
+
     def _mark_known(self, raw_path: bytes) -> None:
         """No more REC_LIBOPEN records (nor holds) for opens of this path."""
         try:
@@ -367,6 +380,11 @@ class KernelSource:
             for path in libssl.discover(self.proc):
                 if libssl.file_key(path) not in self._probed:
                     self._probe_file(path)
+        if self._copies:
+            due_copies = [c for c in self._copies if c[0] <= now]
+            self._copies = [c for c in self._copies if c[0] > now]
+            for _, path, raw_path in due_copies:
+                self._probe_library(path, raw_path, complete=False)
         if not self._rescans:
             return
         due = [pid for t, pid in self._rescans if t <= now]
