@@ -80,4 +80,6 @@ if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
     "$venv/bin/pip" install -q -e "$repo[ui,k8s,ml,metrics,test]"
     touch "$stamp"
 fi
+# --- real agent binaries for the tests (deploy/agents.txt) -------------------------------
+bash "$repo/deploy/install-agents.sh"
 say "ready"

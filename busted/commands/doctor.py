@@ -15,7 +15,7 @@ import subprocess
 import click
 
 from busted.errors import PrivilegeError
-from busted.kernel import features, libssl
+from busted.kernel import features, tls
 
 MOUNTS = (
     ("tracefs", "nodev", "/sys/kernel/tracing"),
@@ -86,12 +86,20 @@ def doctor(do_fix: bool) -> int:
         if not check.ok and check.fix:
             line += f"\n         -> {check.fix}"
         click.echo(line)
-    click.echo("OpenSSL that monitor will probe now:")
-    for path in sorted(libssl.discover()):
-        click.echo(f"  {path}")
-        for site in libssl.plan(path):
+    click.echo("TLS libraries and programs monitor will probe now:")
+    for path in sorted(tls.discover()):
+        try:
+            stack, sites = tls.plan(path)
+        except tls.NotLocated as exc:
+            click.echo(f"  {path}  [not probed: {exc}]")
+            continue
+        except (tls.ElfError, OSError) as exc:
+            click.echo(f"  {path}  [unreadable: {exc}]")
+            continue
+        click.echo(f"  {path}  [{stack}]")
+        for site in sites:
             if not site.ret:
-                where = f"{site.sym}+{site.offset:#x}" if site.offset else site.sym
+                where = site.describe().split(":", 1)[1].split(" -> ")[0]
                 click.echo(f"    {site.fn:<20} at {where}" + (f"  ({site.why})" if site.why else ""))
     click.echo("hooks monitor will use:")
     for hook in features.hooks_plan(found):

@@ -30,14 +30,16 @@ from typing import Any
 
 from busted.config import MAX_COPY_LIMIT, MonitorConfig
 from busted.errors import KernelError, PrivilegeError
-from busted.kernel import bpf_syscall, features, libssl, procstat, records
+from busted.kernel import bpf_syscall, features, procstat, records, tls
+from busted.kernel.tls import openssl as libssl
 from busted.kernel.tracker import Tracker
 
 log = logging.getLogger("busted.capture.kernel")
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 HEADER = "busted.h"
-PROGRAMS = ("connections.bpf.c", "dns.bpf.c", "plaintext.bpf.c", "tls.bpf.c")
+# the TLS stacks add theirs (busted.kernel.tls.bpf_programs)
+BASE_PROGRAMS = ("connections.bpf.c", "dns.bpf.c", "plaintext.bpf.c")
 CHUNK_SIZE = 16 * 1024  # per ring record; fits the per-cpu scratch (< 32 KiB)
 MAX_PLAIN_PORTS = 8
 VERDICT_SKIP, VERDICT_NO_HOLD = 1, 2  # values of the verdicts map (bpf/busted.h)
@@ -94,7 +96,7 @@ def program_text(bpf_dir: Path = BPF_DIR) -> str:
     given, not in included files, so the header is inlined rather than #included.
     """
     parts = [(bpf_dir / HEADER).read_text()]
-    for name in PROGRAMS:
+    for name in BASE_PROGRAMS + tls.bpf_programs():
         path = bpf_dir / name
         if path.exists():
             text = path.read_text().replace(f'#include "{HEADER}"', f"/* {HEADER} inlined above */")
@@ -124,6 +126,8 @@ class KernelSource:
         self._bpf: Any = None
         self._out: list[dict[str, Any]] = []
         self._probed: dict[tuple[int, int], str] = {}  # file inode -> path
+        self.stacks: dict[str, str] = {}  # probed path -> TLS stack name
+        self.unlocated: dict[str, str] = {}  # path -> why its TLS functions were not found
         self._rescans: list[tuple[float, int]] = []  # (due monotonic, pid)
         self._copies: list[tuple[float, str, bytes]] = []  # (due, path, raw path) being written
         self._next_ignore_refresh = 0.0
@@ -191,7 +195,7 @@ class KernelSource:
         if self.holds:
             for pid in libssl.pids(self.proc):
                 self._mark_holdable(pid)
-        targets = libssl.discover(self.proc)
+        targets = tls.discover(self.proc)
         for path in sorted(targets):
             self._probe_file(path)
         self._next_full_rescan = time.monotonic() + FULL_RESCAN_S
@@ -211,8 +215,13 @@ class KernelSource:
         if key is None or key in self._probed:
             return False
         try:
-            sites = libssl.plan(path)
-        except (libssl.ElfError, OSError) as exc:
+            stack, sites = tls.plan(path)
+        except tls.NotLocated as exc:
+            self._probed[key] = path  # asked once per file, not at every exec
+            self.unlocated[path] = str(exc)
+            log.warning("no probes on %s: %s", path, exc)
+            return False
+        except (tls.ElfError, OSError) as exc:
             self.attach_errors.append(f"{path}: {exc}")
             return False
         if not sites:
@@ -237,7 +246,8 @@ class KernelSource:
         if not path.startswith(f"{self.proc}/") and len(path.encode()) < records.PATH_LEN:
             self._mark_known(path.encode())  # loading it again needs no record, no hold
         self.probe_count += attached
-        log.info("OpenSSL probes on %s: %s", path,
+        self.stacks[path] = stack
+        log.info("%s probes on %s: %s", stack, path,
                  "; ".join(s.describe().split(" -> ")[0] for s in sites if not s.ret))
         return attached > 0
 
@@ -254,7 +264,7 @@ class KernelSource:
             # The new program itself is checked now (cached per file, cheap): a node
             # started now may open its first TLS connection within milliseconds.
             exe = libssl.process_executable(head.pid, self.proc)
-            if exe and libssl.file_key(exe) not in self._probed and libssl.has_openssl(exe):
+            if exe and libssl.file_key(exe) not in self._probed and tls.carries_tls(exe):
                 self._probe_file(exe)
             now = time.monotonic()
             self._rescans.extend((now + d, head.pid) for d in RESCAN_AFTER_S)
@@ -377,7 +387,7 @@ class KernelSource:
         now = time.monotonic()
         if now >= self._next_full_rescan:
             self._next_full_rescan = now + FULL_RESCAN_S
-            for path in libssl.discover(self.proc):
+            for path in tls.discover(self.proc):
                 if libssl.file_key(path) not in self._probed:
                     self._probe_file(path)
         if self._copies:
@@ -392,7 +402,7 @@ class KernelSource:
             return
         self._rescans = [(t, pid) for t, pid in self._rescans if t > now]
         for pid in set(due):
-            for path in libssl.targets_of_process(pid, self.proc):
+            for path in tls.targets_of_process(pid, self.proc):
                 if libssl.file_key(path) not in self._probed:
                     self._probe_file(path)
 

@@ -6,7 +6,7 @@ import pytest
 
 from busted.config import MonitorConfig
 from busted.errors import KernelError, PrivilegeError
-from busted.kernel import features
+from busted.kernel import features, tls
 from busted.sources import kernel
 
 
@@ -22,7 +22,7 @@ def test_cflags_carry_sizes_and_ports():
 def test_dump_shows_flags_and_every_program_once():
     text = kernel.dump_bpf(MonitorConfig())
     assert text.startswith("/* cflags: -DBUSTED_KERNEL")
-    for name in kernel.PROGRAMS:
+    for name in kernel.BASE_PROGRAMS + tls.bpf_programs():
         assert f"/* ---- {name} ---- */" in text
     # the header is inlined once, never #included (bcc rewrites maps only in its text)
     assert text.count("#define BUSTED_H") == 1

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from busted.kernel import libssl
+from busted.kernel import tls
+from busted.kernel.tls import openssl as libssl
 
 
 def _system_libssl() -> str:
@@ -59,7 +60,7 @@ def test_node_carries_openssl_itself():
         pytest.fail("node is missing: apt-get install -y nodejs (deploy/setup-host.sh)")
     real = os.path.realpath(node)
     assert libssl.has_openssl(real)
-    assert real in libssl.executables_in_path()
+    assert real in tls.programs_on_host()
     assert any(s.sym == "SSL_write_ex" for s in libssl.plan(real))
 
 
@@ -71,7 +72,7 @@ def test_running_python_maps_libssl():
         deadline = time.monotonic() + 10
         found: set[str] = set()
         while not found and time.monotonic() < deadline:
-            found = libssl.targets_of_process(proc.pid)
+            found = tls.targets_of_process(proc.pid)
         assert any("libssl.so" in p for p in found)
         assert libssl.file_key(_system_libssl()) in {libssl.file_key(p) for p in found}
     finally:
