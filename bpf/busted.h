@@ -11,7 +11,11 @@
  * (u64 fields on 8-byte offsets) so no compiler padding hides in between.
  *
  * Sizes and filters arrive as -D cflags (never by editing this text):
- *   MAX_COPY      bytes of one library/syscall call copied at most (default 16 KiB)
+ *   MAX_COPY      bytes of one call copied at most on a connection that carries requests
+ *                 (it sent POST/PUT/PATCH, the HTTP/2 preface or a client WebSocket data
+ *                 frame): a whole LLM request, however large (default 1 MiB)
+ *   PEEK_COPY     bytes of one call copied on any other connection (default 16 KiB):
+ *                 enough to classify it, cheap for downloads
  *   CHUNK_SIZE    bytes per ring-buffer record, power of two <= 16 KiB; a call larger
  *                 than one chunk becomes several records that userspace joins
  *   RING_PAGES    ring buffer size in pages (power of two)
@@ -24,7 +28,10 @@
 #define BUSTED_H
 
 #ifndef MAX_COPY
-#define MAX_COPY 16384
+#define MAX_COPY 1048576
+#endif
+#ifndef PEEK_COPY
+#define PEEK_COPY 16384
 #endif
 #ifndef CHUNK_SIZE
 #define CHUNK_SIZE 16384
@@ -72,6 +79,8 @@
 /* data_rec.flags */
 #define FLAG_TRUNCATED 1 /* the call carried more than MAX_COPY bytes */
 #define FLAG_HELD 2      /* sent at the call's entry; the writer is stopped (SIGSTOP) */
+#define FLAG_WIDE 4      /* the connection carries requests: copied up to MAX_COPY, not
+                          * PEEK_COPY */
 
 /* index into the per-cpu `lost` array */
 #define LOST_RINGBUF 0   /* ring buffer full: a record was dropped */
@@ -200,6 +209,8 @@ BPF_PERCPU_ARRAY(conn_counter, u64, 1);
 BPF_HASH(ignored_pids, u32, u8, 64);
 /* each thread's last TCP socket, for TLS libraries that do their own I/O (node) */
 BPF_TABLE("lru_hash", u32, u64, tid_sk, 65536);
+/* connections that sent a request (see copy_limit): their calls are copied whole */
+BPF_TABLE("lru_hash", struct conn_key, u8, wide_conns, 65536);
 
 static __always_inline void count_lost(u32 slot)
 {
@@ -251,7 +262,43 @@ static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
     return verdict_of(pid, conn_id) == VERDICT_SKIP;
 }
 
-/* Copy up to MAX_COPY bytes at user address `buf` into CHUNK_SIZE records.
+/* Does this write start a request whose body may be large? An HTTP/1 POST, PUT or
+ * PATCH, the HTTP/2 connection preface ("PRI "), or a client's WebSocket data frame
+ * (RSV2/RSV3 clear, opcode continuation/text/binary, masked: clients always mask). */
+static __always_inline int starts_request(u64 buf, u64 n)
+{
+    u8 h[4] = {};
+    if (n < 4 || bpf_probe_read_user(h, sizeof(h), (void *)buf) != 0)
+        return 0;
+    if (h[0] == 'P' && ((h[1] == 'O' && h[2] == 'S' && h[3] == 'T') ||
+                        (h[1] == 'U' && h[2] == 'T' && h[3] == ' ') ||
+                        (h[1] == 'A' && h[2] == 'T' && h[3] == 'C') ||
+                        (h[1] == 'R' && h[2] == 'I' && h[3] == ' ')))
+        return 1;
+    return (h[0] & 0x30) == 0 && (h[0] & 0x0f) <= 2 && (h[1] & 0x80);
+}
+
+/* How many bytes of this call to copy: whole (up to MAX_COPY) on a connection that
+ * carries requests, PEEK_COPY elsewhere. Sets FLAG_WIDE in *flags for the former, so
+ * userspace knows when the call's records are complete. */
+static __always_inline u64 copy_limit(u64 conn_id, u8 direction, u64 buf, u64 n, u8 *flags)
+{
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    struct conn_key k = {.pid = pid, .pad = 0, .conn_id = conn_id};
+    if (wide_conns.lookup(&k)) {
+        *flags |= FLAG_WIDE;
+        return n > MAX_COPY ? MAX_COPY : n;
+    }
+    if (direction == DIR_WRITE && starts_request(buf, n)) {
+        u8 one = 1;
+        wide_conns.update(&k, &one);
+        *flags |= FLAG_WIDE;
+        return n > MAX_COPY ? MAX_COPY : n;
+    }
+    return n > PEEK_COPY ? PEEK_COPY : n;
+}
+
+/* Copy up to copy_limit() bytes at user address `buf` into CHUNK_SIZE records.
  * Returns 0 when every record reached the ring, -1 when one was lost. */
 static __always_inline int emit_data(u8 source, u8 direction, u64 conn_id, s32 fd,
                                      u64 buf, u64 n, u8 flags)
@@ -270,8 +317,8 @@ static __always_inline int emit_data(u8 source, u8 direction, u64 conn_id, s32 f
     r->fd = fd;
     r->source = source;
     r->direction = direction;
-    r->flags = flags | (n > MAX_COPY ? FLAG_TRUNCATED : 0);
-    u64 want = n > MAX_COPY ? MAX_COPY : n;
+    u64 want = copy_limit(conn_id, direction, buf, n, &flags);
+    r->flags = flags | (n > want ? FLAG_TRUNCATED : 0);
     /* A wake-up costs the traced thread an interrupt: ~6 us per record on this VM
      * (bpf_stats: tls_write_return 7.8 us with forced wake-ups, 1.6 us without).
      * Writes (requests: what enforcement waits for) use the ring's default, which

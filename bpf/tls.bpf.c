@@ -244,6 +244,7 @@ int tls_free_enter(struct pt_regs *ctx)
         return 0;
     struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = ssl};
     verdicts.delete(&k);
+    wide_conns.delete(&k);
     ssl_infos.delete(&k);
     struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
     if (!r) {

@@ -32,8 +32,14 @@ BACKOFF_RESET_AFTER_S = 30.0  # a worker that ran this long starts again from BA
 STOP_TIMEOUT_S = 4.0  # whole shutdown stays under 5 s
 
 # Capture defaults (the kernel-capture options).
-DEFAULT_MAX_COPY = 16 * 1024
-MAX_COPY_LIMIT = 256 * 1024
+# A connection that carries requests (POST/PUT/PATCH, HTTP/2, a client WebSocket frame)
+# is copied whole up to DEFAULT_MAX_COPY per call: agents' requests are tens of KB (a
+# Gemini CLI request ~32 KB, Claude Code's up to several hundred KB). Any other call is
+# copied up to DEFAULT_PEEK_COPY, enough to classify it (bpf/busted.h, copy_limit).
+DEFAULT_MAX_COPY = 1024 * 1024
+MAX_COPY_LIMIT = 4 * 1024 * 1024
+DEFAULT_PEEK_COPY = 16 * 1024
+PEEK_COPY_LIMIT = 256 * 1024
 DEFAULT_PLAINTEXT_PORTS = (11434,)  # Ollama
 
 
@@ -47,9 +53,10 @@ class MonitorConfig:
     rate: float = 50.0  # synthetic source: events per second (0 = as fast as possible)
     count: int = 0  # synthetic source: stop after this many events (0 = no limit)
     exit_when_done: bool = False  # stop the monitor once a finite source is exhausted
-    max_copy: int = DEFAULT_MAX_COPY  # bytes of plaintext copied per TLS call
+    max_copy: int = DEFAULT_MAX_COPY  # bytes copied per call on request connections
+    peek_copy: int = DEFAULT_PEEK_COPY  # bytes copied per call on other connections
     plaintext_ports: tuple[int, ...] = DEFAULT_PLAINTEXT_PORTS
-    ring_pages: int = 1024  # ring buffer size in pages
+    ring_pages: int = 4096  # ring buffer size in pages (16 MiB: a few whole requests)
     use_kprobes: bool = False
     pids: tuple[int, ...] = ()  # bind the OpenSSL uprobes to these processes only
     # --- identity ------------------------------------------------------------------
@@ -64,6 +71,7 @@ class MonitorConfig:
     rules: tuple[str, ...] = ()
     policy_error: str = "allow"  # decision when evaluation fails: "allow" or "deny"
     policy_scope: str = "all"  # "all" or "llm" (only LLM/MCP events are evaluated)
+    insecure_policy_perms: bool = False  # root: accept policy files others could change
     # --- enforcement ---------------------------------------------------------------
     enforce: bool = False
     dry_run: bool = False

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import click
 
-from busted.config import DEFAULT_RUNTIME_DIR, MAX_COPY_LIMIT, MonitorConfig
+from busted.config import (
+    DEFAULT_MAX_COPY,
+    DEFAULT_PEEK_COPY,
+    DEFAULT_RUNTIME_DIR,
+    MAX_COPY_LIMIT,
+    PEEK_COPY_LIMIT,
+    MonitorConfig,
+)
 from busted.errors import PrivilegeError, UsageError
 from busted.metrics import parse_address
+from busted.rootfiles import check_private, write_private
 from busted.sinks import parse_spec
 from busted.sources import parse_source
 
@@ -22,6 +30,9 @@ log = logging.getLogger("busted.monitor")
 def _config_from_flags(**opts) -> MonitorConfig:
     if opts["max_copy"] < 64 or opts["max_copy"] > MAX_COPY_LIMIT:
         raise UsageError(f"--max-copy must be between 64 and {MAX_COPY_LIMIT} bytes.")
+    if opts["peek_copy"] < 64 or opts["peek_copy"] > min(PEEK_COPY_LIMIT, opts["max_copy"]):
+        raise UsageError(f"--peek-copy must be between 64 and {PEEK_COPY_LIMIT} bytes, "
+                         "and not above --max-copy.")
     if opts["dry_run"] and not opts["enforce"]:
         raise UsageError("--dry-run only makes sense with --enforce.")
     if opts["fail_closed"] and not opts["enforce"]:
@@ -41,12 +52,18 @@ def _config_from_flags(**opts) -> MonitorConfig:
     for directory in opts["policy_dir"]:
         if not Path(directory).is_dir():
             raise UsageError(f"--policy-dir {directory}: no such directory.")
+    if opts["policy_dir"] and os.geteuid() == 0 and not opts["insecure_policy_perms"]:
+        from busted.policy import perms  # the policy worker checks again at each reload
+
+        perms.check([Path(d).absolute() for d in opts["policy_dir"]])
     source = opts["source"]
     kind, arg = parse_source(source)
     if kind == "replay" and not Path(arg).is_file():
         raise UsageError(f"--source replay:{arg}: no such file.")
     for spec in opts["output"]:
-        parse_spec(spec)
+        kind, args = parse_spec(spec)
+        if kind == "file":  # refused now rather than by the output worker later
+            check_private(args[0], "the --output file")
     if opts["metrics"]:
         parse_address(opts["metrics"])
     return MonitorConfig(
@@ -56,6 +73,7 @@ def _config_from_flags(**opts) -> MonitorConfig:
         count=opts["count"],
         exit_when_done=opts["exit_when_done"] or source.startswith("replay:"),
         max_copy=opts["max_copy"],
+        peek_copy=opts["peek_copy"],
         plaintext_ports=tuple(opts["plaintext_port"]) or MonitorConfig.plaintext_ports,
         use_kprobes=opts["kprobes"],
         pids=tuple(opts["pids"]),
@@ -63,6 +81,7 @@ def _config_from_flags(**opts) -> MonitorConfig:
         rules=tuple(opts["rule"]),
         policy_error=opts["policy_error"],
         policy_scope=opts["policy_scope"],
+        insecure_policy_perms=opts["insecure_policy_perms"],
         enforce=opts["enforce"],
         dry_run=opts["dry_run"],
         fail_closed=opts["fail_closed"],
@@ -123,14 +142,21 @@ Examples:
               show_default=True, help="Decision when a policy fails to evaluate.")
 @click.option("--policy-scope", type=click.Choice(["all", "llm"]), default="all",
               show_default=True, help="Evaluate every event, or only LLM/MCP ones.")
+@click.option("--insecure-policy-perms", is_flag=True,
+              help="As root: accept policy files and directories that users other than "
+                   "root may change (refused by default).")
 @click.option("--enforce", is_flag=True, help="Act on deny decisions in the kernel (root).")
 @click.option("--dry-run", is_flag=True, help="With --enforce: report what would be blocked.")
 @click.option("--fail-closed", is_flag=True,
               help="With --enforce: kill a held writer whose verdict is late.")
 @click.option("--hold-deadline-ms", type=click.IntRange(1, 10_000), default=250,
               show_default=True, help="With --enforce: longest hold of a write awaiting its verdict.")
-@click.option("--max-copy", type=int, default=16 * 1024, show_default=True,
-              help="Bytes of plaintext copied per TLS call (up to 262144).")
+@click.option("--max-copy", type=int, default=DEFAULT_MAX_COPY, show_default=True,
+              help="Bytes copied per call on connections that carry requests (POST, "
+                   f"HTTP/2, WebSocket): whole requests (up to {MAX_COPY_LIMIT}).")
+@click.option("--peek-copy", type=int, default=DEFAULT_PEEK_COPY, show_default=True,
+              help="Bytes copied per call on other connections: enough to classify them "
+                   f"(up to {PEEK_COPY_LIMIT}).")
 @click.option("--plaintext-port", type=click.IntRange(1, 65535), multiple=True, metavar="PORT",
               help="Plain-text model-server port to capture (repeatable; default 11434).")
 @click.option("--kprobes", is_flag=True, help="Use kprobes where the kernel has them.")
@@ -183,8 +209,9 @@ def monitor(**opts) -> int:
     final = supervisor.status()
     print_summary(final)
     if os.environ.get("BUSTED_SUMMARY_JSON"):
-        # Machine-readable summary for benchmarks and tests.
-        Path(os.environ["BUSTED_SUMMARY_JSON"]).write_text(json.dumps(final))
+        # Machine-readable summary for benchmarks and tests (written as root: no symlinks).
+        write_private(os.environ["BUSTED_SUMMARY_JSON"], json.dumps(final).encode(),
+                      "the summary file")
     if supervisor.fatal_error:
         click.echo(f"busted: {supervisor.fatal_error}", err=True)
     sys.stdout.flush()

@@ -39,6 +39,7 @@ DIR_READ = 1
 FLAG_TRUNCATED = 1
 LIB_HELD, LIB_WRITING = 1, 2  # rec_head.held of a REC_LIBOPEN
 FLAG_HELD = 2  # sent at the write's entry; the writer is stopped until its verdict
+FLAG_WIDE = 4  # the connection carries requests: the call is copied up to MAX_COPY
 
 LOST_RINGBUF = 0
 LOST_READ = 1

@@ -89,12 +89,17 @@ class Tracker:
         proc: str = "/proc",
         clock: Callable[[], float] = time.time,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        peek_copy: int | None = None,
     ) -> None:
         self.max_copy = max_copy
+        # what the kernel copies of a call on a connection that has not sent a request
+        # (data records without FLAG_WIDE); None = the same as max_copy
+        self.peek_copy = max_copy if peek_copy is None else peek_copy
         self.proc = proc
         # bpf_ktime_get_ns is CLOCK_MONOTONIC: one offset turns it into wall time
         self._wall_offset = clock() - monotonic_ns() / 1e9
         self._procs: _Lru = _Lru(4096)  # pid -> (process_name, container_id)
+        self._exec_names: _Lru = _Lru(4096)  # pid -> name of the program it exec'd
         self._sni: _Lru = _Lru()  # (pid, ssl) -> name
         self._ssl_fd: _Lru = _Lru()  # (pid, ssl) -> fd
         self._by_fd: _Lru = _Lru()  # (pid, fd) -> Conn
@@ -116,8 +121,9 @@ class Tracker:
     def _process(self, h: records.RecHead) -> Event:
         pid = h.pid
         cached = self._procs.get(pid)
+        thread = records.comm(h)
         if cached is None:
-            cached = (records.comm(h), container_id_of_pid(pid, self.proc))
+            cached = (self._process_name(pid, thread), container_id_of_pid(pid, self.proc))
             self._procs[pid] = cached
         ev: Event = {
             "timestamp": self._wall_offset + h.ts_ns / 1e9,
@@ -128,9 +134,24 @@ class Tracker:
             "process_name": cached[0],
             "cgroup_id": h.cgroup_id,
         }
+        if thread != cached[0]:
+            ev["thread_name"] = thread
         if cached[1]:
             ev["container_id"] = cached[1]
         return ev
+
+    def _process_name(self, pid: int, thread: str) -> str:
+        """The process's own name, not the calling thread's: agents write from worker
+        threads (Codex's tokio-rt-worker, Claude Code's HTTP Client). The main thread's
+        comm, else the program it exec'd (the process is gone), else the thread's."""
+        try:
+            with open(f"{self.proc}/{pid}/comm", "rb") as f:
+                name = f.read().strip().decode("utf-8", "replace")
+            if name:
+                return name
+        except OSError:
+            pass
+        return self._exec_names.get(pid) or thread
 
     def forget_process(self, pid: int) -> None:
         """The process ran a new program or ended (its pid will be reused): forget it."""
@@ -198,6 +219,10 @@ class Tracker:
             return self._connection(kind, rec)
         if kind in (records.REC_EXEC, records.REC_EXIT):
             self.forget_process(rec.pid)
+            if kind == records.REC_EXEC:  # the new program's name, for after it is gone
+                self._exec_names[rec.pid] = records.comm(rec)
+            else:
+                self._exec_names.pop(rec.pid, None)
             return []
         if kind == records.REC_LIBOPEN:
             return []  # handled by the source (it attaches probes)
@@ -206,7 +231,8 @@ class Tracker:
 
     def _data(self, rec: records.DataHead, payload: bytes) -> list[Event]:
         key = (rec.pid, rec.tid, rec.source, rec.direction)
-        want = min(rec.call_len, self.max_copy)
+        limit = self.max_copy if rec.flags & records.FLAG_WIDE else self.peek_copy
+        want = min(rec.call_len, limit)
         out: list[Event] = []
         pending = self._pending.get(key)
         if rec.offset == 0 and rec.len >= want and pending is None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busted.config import MAX_COPY_LIMIT, MonitorConfig
+from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
 from busted.errors import KernelError, PrivilegeError
 from busted.kernel import bpf_syscall, features, procstat, records, tls
 from busted.kernel.tls import openssl as libssl
@@ -68,11 +68,12 @@ def _pow2_at_least(n: int) -> int:
 
 def cflags(config: MonitorConfig) -> list[str]:
     """The -D flags that size and filter the programs for this configuration."""
-    max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
+    max_copy, peek_copy = copy_sizes(config)
     ports = [int(p) for p in config.plaintext_ports][:MAX_PLAIN_PORTS]
     flags = [
         "-DBUSTED_KERNEL",
         f"-DMAX_COPY={max_copy}",
+        f"-DPEEK_COPY={peek_copy}",
         f"-DCHUNK_SIZE={CHUNK_SIZE}",
         f"-DRING_PAGES={_pow2_at_least(max(16, int(config.ring_pages)))}",
         f"-DPLAIN_PORT_COUNT={len(ports)}",
@@ -82,6 +83,12 @@ def cflags(config: MonitorConfig) -> list[str]:
         flags.append("-DENFORCE")
     flags.append("-Wno-macro-redefined")
     return flags
+
+
+def copy_sizes(config: MonitorConfig) -> tuple[int, int]:
+    """(max copy, peek copy) per call, clamped to their limits; peek never above max."""
+    max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
+    return max_copy, max(1, min(int(config.peek_copy), PEEK_COPY_LIMIT, max_copy))
 
 
 def holds_writes(config: MonitorConfig) -> bool:
@@ -118,11 +125,11 @@ class KernelSource:
     def __init__(self, config: MonitorConfig, proc: str = "/proc") -> None:
         self.config = config
         self.proc = proc
-        self.max_copy = max(1, min(int(config.max_copy), MAX_COPY_LIMIT))
+        self.max_copy, self.peek_copy = copy_sizes(config)
         # Optional pid binding: uprobes attached per pid charge nobody else.
         self.target_pids: tuple[int, ...] = tuple(config.pids)
         self.holds = holds_writes(config)
-        self.tracker = Tracker(self.max_copy, proc=proc)
+        self.tracker = Tracker(self.max_copy, proc=proc, peek_copy=self.peek_copy)
         self._bpf: Any = None
         self._out: list[dict[str, Any]] = []
         self._probed: dict[tuple[int, int], str] = {}  # file inode -> path

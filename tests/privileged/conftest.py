@@ -28,7 +28,6 @@ from .harness.namespace import ClientNamespace
 from .harness.pki import HOSTS, make_pki
 
 OLLAMA_PORT = 11434
-MAX_COPY = 64 * 1024
 
 
 def pytest_collection_modifyitems(config, items):
@@ -113,16 +112,12 @@ def body_dir(harness_dir):
 
 @pytest.fixture(scope="session")
 def monitor(tls_server, ollama_server, dns_server):
-    """One real monitor for the whole session (bcc compiles the probes once, ~10-60 s).
-
-    ``--max-copy`` is raised above the 16 KiB ring-record chunk so a large request must
-    travel in several kernel records and come out whole (the default copies 16 KiB per
-    call and flags the rest as truncated).
-    """
+    """One real monitor for the whole session (bcc compiles the probes once, ~10-60 s),
+    with the default flags users run: a request larger than the 16 KiB ring-record chunk
+    travels in several kernel records and must come out whole."""
     # events.sock is only read for raw payloads while classify is a placeholder: decoding
     # the whole host's stream costs CPU the monitor could use.
-    proc = MonitorProcess(find_busted(), extra_args=("--max-copy", str(MAX_COPY)),
-                          subscribe=bool(ClassifyStage.passthrough)).start()
+    proc = MonitorProcess(find_busted(), subscribe=bool(ClassifyStage.passthrough)).start()
     yield proc
     alive = proc.alive()
     status = proc.stop()

@@ -12,8 +12,9 @@ from busted.sources import kernel
 
 def test_cflags_carry_sizes_and_ports():
     flags = kernel.cflags(MonitorConfig(max_copy=10_000_000, plaintext_ports=(11434, 8080),
-                                        ring_pages=1000))
-    assert "-DMAX_COPY=262144" in flags  # clamped to the documented limit
+                                        ring_pages=1000, peek_copy=10_000_000))
+    assert "-DMAX_COPY=4194304" in flags  # clamped to the documented limit
+    assert "-DPEEK_COPY=262144" in flags
     assert "-DRING_PAGES=1024" in flags  # a power of two, as the ring requires
     assert {"-DPLAIN_PORT_COUNT=2", "-DPLAIN_PORT0=11434", "-DPLAIN_PORT1=8080"} <= set(flags)
     assert "-DCHUNK_SIZE=16384" in flags

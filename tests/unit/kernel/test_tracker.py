@@ -60,11 +60,23 @@ def test_a_lost_chunk_marks_the_call_truncated(tmp_path):
     assert t.errors["incomplete_call"] == 1
 
 
-def test_calls_larger_than_max_copy_are_flagged(tmp_path):
+def test_calls_larger_than_the_peek_copy_are_flagged(tmp_path):
     t = tracker(tmp_path)
-    t.max_copy = 16384
+    t.peek_copy = 16384
     out = t.feed(data(b"x" * 16384, 0, 50000, flags=records.FLAG_TRUNCATED))
     assert len(out) == 1 and out[0]["truncated"] and out[0]["bytes"] == 50000
+
+
+def test_a_wide_call_waits_for_every_chunk_up_to_max_copy(tmp_path):
+    """A call on a request connection (FLAG_WIDE) is copied up to max_copy, not the peek
+    size: one event once all its chunks arrived."""
+    t = tracker(tmp_path)
+    t.peek_copy = 16384
+    wide = records.FLAG_WIDE
+    assert t.feed(data(b"a" * 16384, 0, 40000, flags=wide)) == []
+    assert t.feed(data(b"b" * 16384, 16384, 40000, flags=wide)) == []
+    out = t.feed(data(b"c" * 7232, 32768, 40000, flags=wide))
+    assert len(out) == 1 and not out[0]["truncated"] and len(out[0]["payload"]) == 40000
 
 
 def test_sni_fd_and_connection_are_joined(tmp_path):
@@ -129,3 +141,28 @@ def test_dropped_sni_record_is_recovered_from_the_kernel_map(tmp_path):
     assert first["sni"] == second["sni"] == "api.mistral.ai"
     assert first["dst_ip"] == "93.184.216.34"  # fd 7 from the map -> the connection
     assert asked == [(PID, SSL)]  # asked once per SSL object
+
+
+def test_process_name_is_the_process_not_the_writing_thread(tmp_path):
+    """Agents write from worker threads: the event names the process (its main thread's
+    comm) and the thread separately."""
+    (tmp_path / str(PID)).mkdir()
+    (tmp_path / str(PID) / "comm").write_text("codex\n")
+    ev = tracker(tmp_path).feed(data(b"GET / HTTP/1.1\r\n\r\n", 0, 18))[0]
+    assert ev["process_name"] == "codex" and ev["thread_name"] == "agent"
+
+
+def test_a_process_already_gone_is_named_by_the_program_it_ran(tmp_path):
+    t = tracker(tmp_path)  # no /proc entry: the process has exited
+    exec_rec = records.RecHead(ts_ns=1, type=records.REC_EXEC, pid=PID, tid=PID, uid=0,
+                               gid=0, cgroup_id=77, comm=b"claude")
+    assert t.feed(bytes(exec_rec)) == []
+    ev = t.feed(data(b"GET / HTTP/1.1\r\n\r\n", 0, 18))[0]
+    assert ev["process_name"] == "claude" and ev["thread_name"] == "agent"
+
+
+def test_a_single_threaded_process_has_no_thread_name(tmp_path):
+    (tmp_path / str(PID)).mkdir()
+    (tmp_path / str(PID) / "comm").write_text("agent\n")
+    ev = tracker(tmp_path).feed(data(b"GET / HTTP/1.1\r\n\r\n", 0, 18))[0]
+    assert ev["process_name"] == "agent" and "thread_name" not in ev
