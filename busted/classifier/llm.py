@@ -69,6 +69,21 @@ def content_text(content: Any) -> str:
     return ""
 
 
+# Context agents add to the user's turn, which is not what the user typed: Claude Code's
+# <system-reminder> blocks, Gemini CLI's <session_context>. Left out of
+# llm_user_message (the whole body still reaches policies as tls_payload).
+_AGENT_CONTEXT = re.compile(
+    r"<(system-reminder|session_context)>.*?</\1>\s*", re.S)
+
+
+def without_agent_context(text: str) -> str:
+    """The user's own words: agent-added context blocks removed (unless that is all)."""
+    if "<" not in text:
+        return text
+    own = _AGENT_CONTEXT.sub("", text).strip()
+    return own or text
+
+
 def _last_user_message(messages: list[Any]) -> str | None:
     for message in reversed(messages):
         if not isinstance(message, dict):
@@ -78,8 +93,8 @@ def _last_user_message(messages: list[Any]) -> str | None:
             role is None and ("parts" in message or "content" in message)
         ):
             if "parts" in message:
-                return content_text(message["parts"])
-            return content_text(message.get("content"))
+                return without_agent_context(content_text(message["parts"]))
+            return without_agent_context(content_text(message.get("content")))
     return None
 
 

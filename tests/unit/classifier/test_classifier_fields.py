@@ -193,3 +193,19 @@ def test_binary_bodies_are_not_scanned_for_pii():
         data = (b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n" + body)
         assert bool(classify(data, direction="read").get("pii_detected")) is scanned, ctype
+
+
+def test_agent_context_blocks_are_not_the_users_words() -> None:
+    """Claude Code sends <system-reminder> blocks in the user's turn, Gemini CLI a
+    <session_context>: llm_user_message is what the user typed."""
+    claude = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\nAs you answer, use this context.\n"
+                                 "</system-reminder>\n"},
+        {"type": "text", "text": "say berko twice"},
+    ]}]}
+    assert extract_request(claude)["llm_user_message"] == "say berko twice"
+    gemini = {"contents": [{"role": "user", "parts": [
+        {"text": "<session_context>\ncwd: /tmp\n</session_context>"}, {"text": "hello"}]}]}
+    assert extract_request(gemini)["llm_user_message"] == "hello"
+    only = {"messages": [{"role": "user", "content": "<system-reminder>x</system-reminder>"}]}
+    assert extract_request(only)["llm_user_message"] == "<system-reminder>x</system-reminder>"
