@@ -75,7 +75,8 @@ class ProcessedEvent(TypedDict, total=False):
     tid: int
     uid: int
     gid: int
-    process_name: str
+    process_name: str  # the process's name (/proc/PID/comm of its main thread)
+    thread_name: str  # the calling thread's name, when it differs (tokio-rt-worker...)
     cgroup_id: int
     container_id: str
     pod_name: str
@@ -128,6 +129,7 @@ class ProcessedEvent(TypedDict, total=False):
     payload: bytes  # raw bytes of one capture (capture -> classify only; classify drops it)
     truncated: bool  # the kernel copied less than the call carried
     tls_payload: str  # captured plaintext as text (UTF-8, invalid bytes replaced)
+    provisional: bool  # a held piece of a request judged before the request ended
 
 
 # Every field with the value it reads as when absent. Order is the display order.
@@ -141,6 +143,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "uid": 0,
     "gid": 0,
     "process_name": "",
+    "thread_name": "",
     "cgroup_id": 0,
     "container_id": "",
     "pod_name": "",
@@ -188,6 +191,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "payload": b"",
     "truncated": False,
     "tls_payload": "",
+    "provisional": False,
 }
 
 FIELDS: tuple[str, ...] = tuple(FIELD_DEFAULTS)
