@@ -201,6 +201,18 @@ class Http1Parser:
             wire_bytes=msg.wire_bytes, _index=msg._index,
         )  # fmt: skip
 
+    def peek(self) -> HttpMessage | None:
+        """The message in progress as it stands (head and body so far), without
+        consuming anything; None before its head is complete."""
+        msg = self._msg
+        if msg is None or self._detached:
+            return None
+        return HttpMessage(
+            kind=msg.kind, method=msg.method, target=msg.target, status=msg.status, reason=msg.reason,
+            version=msg.version, headers=msg.headers, body=bytes(self._body), complete=False,
+            truncated=True, wire_bytes=msg.wire_bytes, _index=msg._index,
+        )  # fmt: skip
+
     def flush(self) -> HttpMessage | RawChunk | None:
         """End of input (close, timeout, eviction): return what is in progress, if any."""
         if self._msg is not None and self._detached:

@@ -13,9 +13,11 @@ message is plainly not LLM / MCP gets a ``{"cmd": "verdict", "capture": False}``
 back once, so the kernel stops copying its payload.
 
 Held writes (``--enforce``): a capture with ``held`` whose writer is stopped waits for
-an answer. If it does not complete a message (request headers before the body, HTTP/2
-control frames), there is nothing to judge yet and ``{"cmd": "release"}`` goes back to
-capture at once; otherwise the LAST message it completed carries the hold on to the
+an answer. If it is a piece of an HTTP/1 request that is not complete yet (headers
+before the body, one of several body writes), the request as it stands goes on as a
+``provisional`` event for the policy to judge; if there is nothing to judge (HTTP/2
+control frames, a head not complete), ``{"cmd": "release"}`` goes back to capture at
+once; otherwise the LAST message it completed carries the hold on to the
 policy worker, which answers. A held write that turns out to be a response (the writer
 is a server) also gets ``{"cmd": "verdict", "hold": False}``: that connection's writes
 are not held again.
@@ -98,9 +100,18 @@ class ClassifyStage(Stage):
                 self.stats["no_hold_verdicts"] += 1
                 self.feedback({"cmd": "verdict", "pid": capture.get("pid", 0),
                                "conn_id": capture.get("conn_id", 0), "hold": False})
-        else:
-            self.stats["held_released_incomplete"] += 1
-            self.feedback(release_command(capture))
+            return
+        # A piece of a request (its head, or part of its body): judged as it stands, so
+        # a denied prompt is stopped before its last piece leaves. The policy stage
+        # answers this provisional event and drops it unless it is denied.
+        partial = self.reassembler.peek(capture.get("pid"), capture.get("conn_id"))
+        if partial is not None and str(partial.get("content_class", "")).endswith("_REQUEST"):
+            partial.update(held=True, hold_id=capture.get("hold_id", 0), provisional=True)
+            self.stats["held_judged_provisionally"] += 1
+            done.append(partial)
+            return
+        self.stats["held_released_incomplete"] += 1
+        self.feedback(release_command(capture))
 
     def _send_verdicts(self) -> None:
         verdicts = self.reassembler.verdicts

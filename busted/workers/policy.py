@@ -28,6 +28,7 @@ and reload, its host names resolved off the event path, and sent as ``{"cmd":
 from __future__ import annotations
 
 import logging
+import os
 
 from busted.config import MonitorConfig
 from busted.enforcer import release_command
@@ -66,7 +67,8 @@ class PolicyStage(Stage):
         # Imported here so a monitor without policies never loads the engine.
         from busted.policy.reload import LivePolicy
 
-        live = LivePolicy(self.config.policy_dirs, self.config.rules, self.config.policy_error)
+        live = LivePolicy(self.config.policy_dirs, self.config.rules, self.config.policy_error,
+                          strict_perms=os.geteuid() == 0 and not self.config.insecure_policy_perms)
         log.info("policy: %s, scope %s, errors decide %s", live.describe(),
                  self.config.policy_scope, self.config.policy_error)
         return live
@@ -87,7 +89,10 @@ class PolicyStage(Stage):
         counts = {"allow": 0, "audit": 0, "deny": 0}
         errors = 0
         enforce = self.enforce
+        provisional = 0
         for event in events:
+            if event.get("provisional"):
+                provisional += 1
             if llm_only and not (event.get("content_class") or "").startswith(_EVALUATED_CLASSES):
                 if enforce and event.get("held"):
                     self._answer(event, "allow")
@@ -112,6 +117,11 @@ class PolicyStage(Stage):
         stats["evaluations"] += sum(counts.values())
         if errors:
             stats["policy_errors"] += errors
+        if provisional:
+            # A piece of a request judged before its end (see the classify stage): it is
+            # answered now; only a denied one is worth reporting (the whole request
+            # follows as its own event otherwise).
+            events = [e for e in events if not e.get("provisional") or e.get("policy") == "deny"]
         return events
 
     def _answer(self, event: Event, outcome: str) -> None:

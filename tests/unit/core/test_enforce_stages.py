@@ -44,15 +44,36 @@ def _request(prompt: str) -> tuple[bytes, bytes]:
     return head, body
 
 
-def test_classify_releases_a_write_that_completes_nothing_and_carries_the_last_one():
+def test_classify_judges_a_held_piece_of_a_request_as_it_stands_and_carries_the_last_one():
+    """The head (or part of the body) of a request, held: it goes on as a provisional
+    event for the policy to answer; the capture that completes it carries its own hold."""
     stage, sent = _stage(ClassifyStage, enforce=True)
-    head, body = _request("hello")
-    assert stage.process([_capture(head, 1)]) == []
-    assert sent == [{"cmd": "release", "hold_id": 1, "pid": 4242}]
-    [message] = stage.process([_capture(body, 2)])
-    assert message["content_class"] == "LLM_REQUEST"
+    head, body = _request("hello berko")
+    [partial] = stage.process([_capture(head + body[:20], 1)])
+    assert partial["provisional"] and partial["held"] and partial["hold_id"] == 1
+    assert partial["content_class"] == "LLM_REQUEST" and sent == []
+    [message] = stage.process([_capture(body[20:], 2)])
+    assert message["content_class"] == "LLM_REQUEST" and not message.get("provisional")
     assert message["held"] is True and message["hold_id"] == 2  # not the first capture's id
-    assert len(sent) == 1
+    assert "hello berko" in message["tls_payload"] and sent == []
+
+
+def test_classify_releases_a_held_write_with_nothing_to_judge():
+    stage, sent = _stage(ClassifyStage, enforce=True)
+    assert stage.process([_capture(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a", 1)]) == []
+    assert sent == [{"cmd": "release", "hold_id": 1, "pid": 4242}]
+
+
+def test_policy_answers_a_provisional_piece_and_reports_it_only_when_denied():
+    stage, sent = _stage(PolicyStage, enforce=True, rules=(BERKO,))
+    piece = {"event_type": "TLS_DATA_WRITE", "direction": "write", "pid": 4242, "seq": 5,
+             "held": True, "hold_id": 5, "provisional": True, "content_class": "LLM_REQUEST",
+             "llm_provider": "OpenAI", "tls_payload": "POST ... hello", "conn_id": 77}
+    assert stage.process([piece]) == []
+    assert sent == [{"cmd": "release", "hold_id": 5, "pid": 4242}]
+    sent.clear()
+    [denied] = stage.process([dict(piece, tls_payload="POST ... berko")])
+    assert denied["policy"] == "deny" and sent[0]["cmd"] == "kill" and sent[0]["hold_id"] == 5
 
 
 def test_classify_stops_holding_a_server_connection():
