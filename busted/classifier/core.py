@@ -39,6 +39,8 @@ class ConnContext:
     http2: bool = False
     # HTTP/2: what each stream's request said, so its response is judged by it.
     streams: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    # a busted.classifier.websocket.Session once an Upgrade: websocket request was seen
+    websocket: Any = None
 
 
 def parse_json(data: bytes | str) -> Any:

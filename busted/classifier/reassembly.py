@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Any
 
-from busted.classifier import http2
+from busted.classifier import http2, websocket
 from busted.classifier.core import ConnContext, classify_message, classify_raw
 from busted.classifier.http1 import Http1Parser, HttpMessage, RawChunk
 from busted.classifier.providers import OLLAMA_PORT, provider_for_host
@@ -195,7 +195,9 @@ class Reassembler:
         self, conn: _Conn, side: _Direction, direction: str, event: Event, payload: bytes, out: list[Event]
     ) -> None:
         if side.parser is None:
-            if conn.ctx.http2 or http2.looks_like_http2(payload, direction):
+            if websocket.is_active(conn.ctx):
+                side.parser = self._ws_parser(conn, direction)
+            elif conn.ctx.http2 or http2.looks_like_http2(payload, direction):
                 conn.ctx.http2 = True
                 side.parser = http2.H2Parser(
                     self.max_conn_bytes, "request" if direction == "write" else "response"
@@ -204,6 +206,13 @@ class Reassembler:
                 side.parser = Http1Parser(self.max_conn_bytes)
         for item in side.parser.feed(payload):
             if isinstance(item, RawChunk):
+                if websocket.is_active(conn.ctx) and isinstance(side.parser, Http1Parser):
+                    # the 101 was answered: from here on this direction is frames
+                    side.parser = self._ws_parser(conn, direction)
+                    for msg in side.parser.feed(item.data):
+                        self._emit(conn, side, direction, msg, out)
+                        side.template = event
+                    continue
                 if not conn.judged and http2.looks_like_http2(item.data, direction):
                     conn.ctx.http2 = True
                     side.parser = http2.H2Parser(
@@ -226,12 +235,17 @@ class Reassembler:
             side.truncated = False
 
     def _emit(
-        self, conn: _Conn, side: _Direction, direction: str, msg: HttpMessage, out: list[Event]
+        self, conn: _Conn, side: _Direction, direction: str, msg: HttpMessage | websocket.WsMessage,
+        out: list[Event],
     ) -> None:
         try:
             if msg.stream_id and msg.kind == "response":
                 _recall_stream(conn.ctx, msg.stream_id)
-            fields = classify_message(msg, conn.ctx)
+            if isinstance(msg, websocket.WsMessage):
+                fields = websocket.classify(msg, conn.ctx)
+            else:
+                fields = classify_message(msg, conn.ctx)
+                websocket.on_http_message(msg, fields, conn.ctx)
             if msg.stream_id and msg.kind == "request":
                 _remember_stream(conn.ctx, msg.stream_id)
         except Exception as exc:  # a classifier bug must not lose the event
@@ -241,7 +255,11 @@ class Reassembler:
         if msg.truncated:
             self.stats["truncated_messages"] += 1
         out.append(self._event(side, fields, msg.wire_bytes, msg.truncated))
-        self._judge(conn, msg, fields)
+        self._judge(conn, msg if isinstance(msg, HttpMessage) else None, fields)
+
+    def _ws_parser(self, conn: _Conn, direction: str) -> websocket.WsParser:
+        kind = "request" if direction == "write" else "response"
+        return websocket.WsParser(kind, conn.ctx.websocket, self.max_conn_bytes)
 
     def _emit_raw(self, conn: _Conn, side: _Direction, direction: str, data: bytes, out: list[Event]) -> None:
         try:
@@ -295,7 +313,7 @@ class Reassembler:
             return
         if reason:
             self.stats[reason] += 1
-        if isinstance(parser, http2.H2Parser):
+        if isinstance(parser, (http2.H2Parser, websocket.WsParser)):
             for msg in parser.flush():
                 self._emit(conn, side, direction, msg, out)
         else:
