@@ -1,7 +1,8 @@
 """Client side of the control protocol: `busted status`, `busted stop`, benchmarks.
 
 Requests ``{"id", "command", "args"}`` go to the supervisor's ROUTER at
-``<runtime_dir>/control.sock`` (root-only); replies are ``{"id", "ok", "result" |
+``<runtime_dir>/control.sock`` (root-only: its mode, and the supervisor checks each
+peer's credentials); replies are ``{"id", "ok", "result" |
 "error"}``. Commands: ``status`` (workers, counters) and ``stop`` (orderly shutdown,
 the same path Ctrl-C and SIGTERM take).
 """
@@ -25,14 +26,21 @@ def request(runtime_dir: Path, command: str, args: dict[str, Any] | None = None,
     """Send one command to the running monitor and return its result."""
     ep = Endpoints(Path(runtime_dir))
     path = ep.control.removeprefix("ipc://")
-    if not os.path.exists(path):
+    try:
+        owner = os.stat(path).st_uid
+    except FileNotFoundError:
         raise ConnectError(
             f"no busted monitor is running with runtime directory {runtime_dir}.",
             "Start one with `sudo busted monitor` (or pass the same --runtime-dir).",
-        )
-    if not os.access(path, os.R_OK | os.W_OK):
+        ) from None
+    except PermissionError:
+        owner = 0  # the runtime directory is closed to us
+    # The monitor drops any other user's connection (it checks the peer's credentials),
+    # which a client would only see as silence: say it here instead.
+    if os.geteuid() not in (0, owner) or not os.access(path, os.R_OK | os.W_OK):
         raise PrivilegeError(
-            f"permission denied on {path}: the control socket is root-only.",
+            f"permission denied on {path}: the monitor takes commands only from "
+            f"{'root' if owner == 0 else f'uid {owner}'}.",
             "Run the command with sudo.",
         )
     ctx = zmq.Context.instance()

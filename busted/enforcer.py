@@ -39,6 +39,7 @@ from typing import Any
 from busted.config import MonitorConfig
 from busted.destinations import DestinationError, parse
 from busted.errors import BustedError
+from busted.rootfiles import open_private
 from busted.schema import ENFORCEMENT_CONTEXT
 
 log = logging.getLogger("busted.enforce")
@@ -396,7 +397,7 @@ def release_command(event: Event) -> Event:
 def _host_lock(path: str) -> int:
     """Hold the host's enforcement lock (released when this process ends)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_private(path, "the enforcement lock", flags=os.O_RDWR)  # /run/lock is 1777
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -47,3 +47,7 @@ class PolicyError(BustedError):
 
 class ConnectError(BustedError):
     """A client (status, stop, ui) could not reach the daemon."""
+
+
+class UnsafePathError(BustedError):
+    """A file or directory root would write or trust can be changed by another user."""

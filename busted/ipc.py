@@ -5,10 +5,13 @@
   ``FLUSH_INTERVAL_S``) and hands them over without blocking the caller for longer than
   it allows; what cannot be handed over is counted as dropped, never silently lost.
 - :func:`pack` / :func:`unpack`: msgpack for small control and heartbeat messages.
+- :func:`bind_restricted` / :func:`peer_uid`: who may connect to an ipc socket, checked
+  on the socket file's mode and owner and again on the peer's kernel credentials.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -39,6 +42,48 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = HWM_MESSAGES,
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, linger_ms)
     return sock
+
+
+def bind_restricted(sock: zmq.Socket, endpoint: str, *, mode: int,
+                    allow_uids: tuple[int, ...] = (), allow_gids: tuple[int, ...] = (),
+                    uid: int = -1, gid: int = -1) -> None:
+    """Bind an ``ipc://`` endpoint that only the given users and groups may use.
+
+    Two locks, so that one mistake is not enough: the socket file gets ``mode`` (set
+    through the umask while binding: no chmod that a swapped path could redirect) and
+    owner ``uid``/``gid`` (without following symlinks); and libzmq checks each
+    connecting process's credentials (``SO_PEERCRED``) against ``allow_uids`` /
+    ``allow_gids`` (the process's group or its membership in /etc/group) and drops
+    anyone else at once, whatever the file's mode. libzmq copies the filters into each
+    bind: filters set for a later bind do not widen an earlier one.
+    """
+    for allowed in allow_uids:
+        sock.setsockopt(zmq.IPC_FILTER_UID, allowed)
+    for allowed in allow_gids:
+        sock.setsockopt(zmq.IPC_FILTER_GID, allowed)
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(endpoint)
+    finally:
+        os.umask(old_umask)
+    if uid != -1 or gid != -1:
+        os.chown(endpoint.removeprefix("ipc://"), uid, gid, follow_symlinks=False)
+
+
+def peer_uid(frame: zmq.Frame) -> int | None:
+    """The uid of the process that sent ``frame`` over ipc, or None when unknown.
+
+    libzmq reads the connection's ``SO_PEERCRED`` and reports it in the frame's
+    ``Peer-Address`` property as ``<address>:<uid>:<gid>:<pid>``.
+    """
+    try:
+        address = frame.get("Peer-Address")
+    except (zmq.ZMQError, AttributeError):
+        return None
+    parts = str(address).rsplit(":", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
 class BatchSender:

@@ -1,6 +1,8 @@
 """Extra outputs of the output worker (``--output``), each fed JSON lines:
 
-- ``file:PATH`` — appends to PATH (created 0600), reopened when rotated away;
+- ``file:PATH`` — appends to PATH (created 0600), reopened when rotated away; opened
+  by :func:`busted.rootfiles.open_private`, so a symlink or a file another user planted
+  there is refused rather than written to as root;
 - ``syslog:HOST:PORT`` — one RFC 5424 datagram per event over UDP;
 - ``webhook:URL`` — POSTs batches as a JSON array from a background thread.
 
@@ -21,6 +23,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from busted.errors import UsageError
+from busted.rootfiles import open_private
 
 log = logging.getLogger("busted.sinks")
 
@@ -51,10 +54,7 @@ class FileSink(Sink):
         self._open()
 
     def _open(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise UsageError(f"--output file:{self.path}: cannot open it ({exc.strerror}).") from exc
+        fd = open_private(self.path, "the --output file")
         self.file = os.fdopen(fd, "ab")
         self.inode = os.fstat(fd).st_ino
         self.next_check = time.monotonic() + self.REOPEN_CHECK_S

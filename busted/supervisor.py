@@ -128,17 +128,12 @@ class Supervisor:
                         "running as root", self.rundir.endpoints.pipe)
             self.config = self.config.replace(drop_privileges=False)
         ep = self.rundir.endpoints
-        old_umask = os.umask(0o077)
-        try:
-            self.router = ipc.make_socket(self.ctx, zmq.ROUTER, hwm=10000, linger_ms=0)
-            # A restarted worker reuses its role as identity: let it take over the route.
-            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self.router.bind(ep.control)
-            self.rundir.secure_socket(ep.control, "control")
-            self.router.bind(ep.supervisor)
-            self.rundir.secure_socket(ep.supervisor, "pipe")
-        finally:
-            os.umask(old_umask)
+        self.router = ipc.make_socket(self.ctx, zmq.ROUTER, hwm=10000, linger_ms=0)
+        # A restarted worker reuses its role as identity: let it take over the route.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # Control first: its peer filter (root only) must not include the worker account.
+        self.rundir.bind(self.router, ep.control, "control")
+        self.rundir.bind(self.router, ep.supervisor, "pipe")
         self.started_at = self.clock()
         # Downstream first; capture only once the others are up (see _start_capture_when_ready),
         # so the first events do not wait in queues for stages that are still importing.
@@ -208,21 +203,27 @@ class Supervisor:
     def _read_router(self) -> None:
         for _ in range(1000):
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if len(frames) < 2:
                 continue
             try:
-                message = ipc.unpack(frames[-1])
+                message = ipc.unpack(frames[-1].bytes)
             except Exception:  # noqa: BLE001 - garbage on the control socket is ignored
                 log.warning("ignored a malformed control message")
                 continue
             if "type" in message:
-                self._on_worker_message(frames[0].decode(errors="replace"), message)
-            else:
+                self._on_worker_message(frames[0].bytes.decode(errors="replace"), message)
+                continue
+            sender = ipc.peer_uid(frames[-1])
+            if sender == os.geteuid():
                 reply = self.dispatch(message)
-                self.router.send_multipart([*frames[:-1], ipc.pack(reply)])
+            else:  # a worker account, through the pipe endpoint: commands are root's
+                log.warning("refused a %r command from uid %s", message.get("command"), sender)
+                reply = {"id": message.get("id"), "ok": False,
+                         "error": "commands are accepted from root only"}
+            self.router.send_multipart([*(f.bytes for f in frames[:-1]), ipc.pack(reply)])
 
     def _on_worker_message(self, role: str, message: dict[str, Any]) -> None:
         worker = self.workers.get(role)

@@ -34,6 +34,7 @@ import time
 
 from busted.kernel.bpf_syscall import map_delete_u32, map_u32_keys
 from busted.kernel.procstat import is_stopped
+from busted.proctitle import set_process_name
 
 # Grace added to each deadline: the capture worker acts first; the watchdog only
 # covers for it.
@@ -125,6 +126,7 @@ def _watch_until_gone(map_fd: int, capture: int, fail_signal: int) -> None:
 
 def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
     """The watchdog process's loop."""
+    set_process_name("watchdog")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the pipe's end stops us
     fail_signal = signal.SIGKILL if fail_closed else signal.SIGCONT

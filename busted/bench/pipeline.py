@@ -100,6 +100,7 @@ def run_once(rate: int, duration_s: float, *, latency: bool, workdir: Path,
              fmt: str = "json") -> dict[str, Any]:
     """One monitor, ``rate`` events/s for ``duration_s``; returns its figures."""
     runtime_dir = Path(tempfile.mkdtemp(prefix="bp", dir=workdir))
+    runtime_dir.rmdir()  # busted creates it (as 0750 root:busted) and removes it at exit
     summary_path = runtime_dir.with_suffix(".json")
     count = int(rate * duration_s)
     env = dict(os.environ, BUSTED_SUMMARY_JSON=str(summary_path))

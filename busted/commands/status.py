@@ -13,7 +13,8 @@ from busted.config import DEFAULT_RUNTIME_DIR
 from busted.errors import ConnectError
 
 runtime_dir_option = click.option(
-    "--runtime-dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNTIME_DIR),
+    "--runtime-dir", type=click.Path(file_okay=False, readable=False),  # control says why
+    default=str(DEFAULT_RUNTIME_DIR),
     show_default=True, help="The monitor's runtime directory.")
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from busted.policy import loader
+from busted.policy import loader, perms
 from busted.policy.decision import Decider, build_decider
 from busted.policy.engine import PolicyLoadError
 
@@ -26,7 +27,10 @@ log = logging.getLogger("busted.policy")
 
 POLL_INTERVAL_S = 0.25  # with the settle poll, an edit is live within ~0.5 s (goal: 2 s)
 
-Snapshot = tuple[tuple[str, int, int, int], ...]  # (path, mtime_ns, size, inode) per file
+# (path, mtime_ns, size, inode, uid, mode) per file, and per policy directory without
+# its mtime (files come and go there; the files themselves are listed). Owner and mode
+# are in so that fixing refused permissions (busted.policy.perms) brings the reload.
+Snapshot = tuple[tuple[str, int, int, int, int, int], ...]
 
 
 class Watcher:
@@ -38,12 +42,13 @@ class Watcher:
 
     def snapshot(self) -> Snapshot:
         entries = []
-        for path in loader.watched_files(self.directories):
+        for path in [*self.directories, *loader.watched_files(self.directories)]:
             try:
                 st = os.stat(path)
             except OSError:  # removed between listing and stat: the next poll sees it
                 continue
-            entries.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+            changes = (0, 0) if stat.S_ISDIR(st.st_mode) else (st.st_mtime_ns, st.st_size)
+            entries.append((str(path), *changes, st.st_ino, st.st_uid, st.st_mode))
         return tuple(entries)
 
 
@@ -57,8 +62,12 @@ class LivePolicy:
         on_error: str = "allow",
         *,
         prefer_vm: bool = True,
+        strict_perms: bool = False,
     ) -> None:
         self.directories = [Path(d) for d in directories]
+        # A root monitor's policy must be root's alone (see busted.policy.perms); decided
+        # at start, since the worker reloads after switching to the busted account.
+        self.strict_perms = strict_perms
         self.rules = list(rules)
         self.on_error = on_error
         self.prefer_vm = prefer_vm
@@ -74,7 +83,11 @@ class LivePolicy:
         self._failed: Snapshot | None = None  # a state we already reported as broken
 
     def _load(self) -> Decider:
+        if self.strict_perms:
+            perms.check(self.directories)  # before anything of theirs is read
         policy_set = loader.load(self.directories, self.rules)
+        if self.strict_perms:
+            perms.check(self.directories, policy_set.files)  # and what was read
         decider = build_decider(policy_set, self.on_error, prefer_vm=self.prefer_vm)
         self.policy_set = policy_set
         return decider

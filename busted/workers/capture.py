@@ -49,8 +49,7 @@ class CaptureLoop:
             push.connect(ep.stage_input("classify"))
             self.out = ipc.BatchSender(push, wait_ms=0)
             self.feedback = ipc.make_socket(ctx, zmq.PULL, hwm=10000)
-            self.feedback.bind(ep.feedback)
-            rundir.secure_socket(ep.feedback, "pipe")
+            rundir.bind(self.feedback, ep.feedback, "pipe")
         finally:
             os.umask(old_umask)
         self.source = source or open_source(config)

@@ -33,6 +33,7 @@ import zmq
 from busted import ipc, schema
 from busted.config import HEARTBEAT_INTERVAL_S, Endpoints, MonitorConfig
 from busted.errors import BustedError
+from busted.proctitle import set_process_name
 from busted.rundir import Accounts, RuntimeDir
 from busted.workers import ROLES
 from busted.workers.stage import Stage
@@ -52,6 +53,7 @@ class StopWorker(Exception):
 
 def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: int = 0) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
+    set_process_name(role)  # `busted: capture` in ps, not python3 -c from multiprocessing...
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -227,22 +229,16 @@ class StageLoop:
         rundir = RuntimeDir(config.runtime_dir)
         ep = rundir.endpoints
 
-        old_umask = os.umask(0o077)
-        try:
-            self.input = ipc.make_socket(ctx, zmq.PULL)
-            self.input.bind(ep.stage_input(role))
-            rundir.secure_socket(ep.stage_input(role), "pipe")
-            if role == "output":
-                pub = ipc.make_socket(ctx, zmq.PUB, linger_ms=0)
-                pub.bind(ep.events)
-                rundir.secure_socket(ep.events, "stream")
-                self.out: Any = PubSender(pub)
-            else:
-                push = ipc.make_socket(ctx, zmq.PUSH)
-                push.connect(ep.stage_input(ROLES[ROLES.index(role) + 1]))
-                self.out = ipc.BatchSender(push, wait_ms=config.send_timeout_ms)
-        finally:
-            os.umask(old_umask)
+        self.input = ipc.make_socket(ctx, zmq.PULL)
+        rundir.bind(self.input, ep.stage_input(role), "pipe")
+        if role == "output":
+            pub = ipc.make_socket(ctx, zmq.PUB, linger_ms=0)
+            rundir.bind(pub, ep.events, "stream")
+            self.out: Any = PubSender(pub)
+        else:
+            push = ipc.make_socket(ctx, zmq.PUSH)
+            push.connect(ep.stage_input(ROLES[ROLES.index(role) + 1]))
+            self.out = ipc.BatchSender(push, wait_ms=config.send_timeout_ms)
         # Verdicts for held writes travel here: room for a burst of them.
         self.feedback_sock = ipc.make_socket(ctx, zmq.PUSH, hwm=10000, linger_ms=0)
         self.feedback_sock.connect(ep.feedback)
