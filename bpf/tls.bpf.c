@@ -10,7 +10,8 @@
  *   probes covers all four functions. Where the exported function itself starts
  *   with an emulated instruction (node's OpenSSL), the probes go on its entry.
  * - SSL_ctrl(ssl, 55, 0, name) carries the SNI; SSL_set_fd ties SSL* to its socket;
- *   SSL_free lets userspace and the maps forget an SSL*.
+ *   SSL_free lets userspace and the maps forget an SSL* (SSL_do_handshake does where
+ *   SSL_free is not found: BoringSSL in Bun).
  *
  * Cost per hooked call: the uprobe trap (+ uretprobe), a hash update and delete, and
  * one ring record per CHUNK_SIZE of plaintext. Measured with bpf_stats on this VM for
@@ -233,8 +234,9 @@ int tls_set_fd_enter(struct pt_regs *ctx)
     return 0;
 }
 
-/* SSL_free(SSL *s): the pointer may be reused by the next connection */
-int tls_free_enter(struct pt_regs *ctx)
+/* Forget what is known about the SSL* in rdi: its connection is over (SSL_free) or a
+ * new one starts on it (a handshake). Userspace hears it as REC_SSL_FREE. */
+static __always_inline int forget_ssl(struct pt_regs *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     if (skip_self(id))
@@ -258,6 +260,17 @@ int tls_free_enter(struct pt_regs *ctx)
     events.ringbuf_submit(r, 0);
     return 0;
 }
+
+/* SSL_free(SSL *s): the pointer may be reused by the next connection */
+int tls_free_enter(struct pt_regs *ctx) { return forget_ssl(ctx); }
+
+/* SSL_do_handshake(SSL *s), where SSL_free cannot be hooked (BoringSSL inside Bun, see
+ * busted/kernel/tls/boringssl.py): a handshake starts a connection, and a freed SSL*
+ * reused for it must not inherit the previous connection's verdict or copy size. A
+ * non-blocking handshake calls it once per step (nothing is known yet then); a TLS 1.2
+ * False Start completes it inside the first SSL_read, after the request was written:
+ * that connection is then judged once more. */
+int tls_handshake_enter(struct pt_regs *ctx) { return forget_ssl(ctx); }
 
 /* A process started a new program: userspace looks for OpenSSL copies it runs.
  * The consumer is woken at once: a new node may open its first TLS connection within

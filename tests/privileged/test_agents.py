@@ -1,0 +1,137 @@
+"""Real Claude Code and Bun binaries, seen by the real monitor (issue 11).
+
+Claude Code's native binary is a Bun executable with BoringSSL linked in and no SSL
+symbols: busted finds SSL_write / SSL_read / SSL_do_handshake by their error reports
+(busted/kernel/tls/boringssl.py). Each pinned release (two Claude Code releases months
+apart, two Bun releases) runs once with a prompt against the fake Anthropic API (HTTPS
+on the test loopback address under its real name, the test CA trusted), while the
+session's monitor (default flags) runs: the request must come out as an LLM_REQUEST of
+provider Anthropic with the model and the prompt typed, the streamed answer in the
+LLM_RESPONSE, both with the agent's pid and process name.
+
+With ``--enforce`` and the seed's rule adapted to Anthropic (deny when the payload holds
+"berko"), Claude Code is killed before the fake API receives such a prompt, and a run
+without it completes.
+
+The binaries live where agents install, so the monitor probes them when it starts; each
+test still checks the monitor's "BoringSSL probes on PATH" line first (after a
+``--version`` run if it is missing), so a program probed only at its exec would not race.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import pytest
+
+from .harness import agents
+from .harness.events import Event, summarize
+from .harness.monitor import MonitorProcess, find_busted
+from .harness.pki import ANTHROPIC_HOST
+
+pytestmark = pytest.mark.privileged
+
+TIMEOUT = 30.0
+RUN_TIMEOUT = 120.0  # one agent run on a loaded 2-core machine
+BERKO_RULE = """package busted
+default decision = "allow"
+decision = "deny" {
+    input.llm_provider == "Anthropic"
+    contains(input.tls_payload, "berko")
+}"""
+
+
+def _marker(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+def _probed(monitor, clients, binary) -> None:
+    agents.wait_probed(monitor, binary, lambda: clients.run([str(binary), "--version"],
+                                                            timeout=RUN_TIMEOUT, check=False))
+
+
+def _llm_event(monitor, pid: int, content_class: str, match, what: str) -> Event:
+    return monitor.events.wait_for(
+        lambda e: e.get("pid") == pid and e.get("content_class") == content_class and match(e),
+        TIMEOUT, what, pid)
+
+
+def _check_conversation(monitor, tls_server, result, prompt: str, process_name: str) -> None:
+    """The monitor reported the request and its streamed answer, as the server saw them."""
+    request = tls_server.wait_for_request(
+        lambda r: r.path.startswith("/v1/messages") and prompt.encode() in r.body, TIMEOUT)
+    assert request.answer in result.stdout, f"the agent did not print the answer:\n{result.stdout}"
+    sent = _llm_event(monitor, result.pid, "LLM_REQUEST",
+                      lambda e: prompt in (e.get("llm_user_message") or ""),
+                      f"the LLM_REQUEST of pid {result.pid} holding the prompt")
+    assert sent.get("llm_user_message") == prompt, summarize(sent)
+    assert sent.get("llm_provider") == "Anthropic", summarize(sent)
+    assert sent.get("llm_model") == agents.MODEL, summarize(sent)
+    assert sent.get("process_name") == process_name, summarize(sent)
+    assert sent.get("sni") in (None, "", ANTHROPIC_HOST), summarize(sent)
+    answer = _llm_event(monitor, result.pid, "LLM_RESPONSE",
+                        lambda e: request.answer in (e.get("llm_response_preview") or ""),
+                        f"the LLM_RESPONSE of pid {result.pid} with '{request.answer}'")
+    assert answer.get("llm_provider") == "Anthropic", summarize(answer)
+    assert answer.get("process_name") == process_name, summarize(answer)
+
+
+@pytest.mark.parametrize("name", agents.names("claude-"))
+def test_claude_code_conversation_is_seen(name, monitor, tls_server, clients, tmp_path):
+    binary = agents.program(name)
+    _probed(monitor, clients, binary)
+    prompt = f"Write a haiku about {_marker('eBPF')}"
+    result = clients.run(agents.claude_argv(binary, prompt), timeout=RUN_TIMEOUT,
+                         env=agents.claude_env(tmp_path / "home"))
+    _check_conversation(monitor, tls_server, result, prompt, "claude")
+
+
+@pytest.mark.parametrize("name", agents.names("bun-"))
+def test_bun_fetch_is_seen(name, monitor, tls_server, clients, tmp_path):
+    binary = agents.program(name)
+    _probed(monitor, clients, binary)
+    prompt = f"Hello from Bun {_marker('fetch')}"
+    result = clients.run(agents.bun_argv(binary, tmp_path, prompt), timeout=RUN_TIMEOUT,
+                         env=agents.bun_env())
+    assert result.result.get("pid") == result.pid, result.stdout
+    _check_conversation(monitor, tls_server, result, prompt, "bun")
+
+
+# --- enforcement ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def enforcing(tls_server):
+    proc = MonitorProcess(find_busted(), extra_args=("--enforce", "--rule", BERKO_RULE),
+                          subscribe=False).start()
+    yield proc
+    alive = proc.alive()
+    status = proc.stop()
+    assert alive, f"the monitor died during the tests (status {status}):\n{proc.stderr_tail()}"
+    assert status == 0, f"monitor exited with status {status}:\n{proc.stderr_tail()}"
+
+
+@pytest.mark.parametrize("name", agents.names("claude-"))
+def test_enforce_stops_claude_code_before_a_denied_prompt_leaves(name, enforcing, tls_server,
+                                                                  clients, tmp_path):
+    binary = agents.program(name)
+    _probed(enforcing, clients, binary)
+    env = agents.claude_env(tmp_path / "home")
+
+    denied = f"Tell {_marker('berko')} a joke"
+    result = clients.run(agents.claude_argv(binary, denied), timeout=RUN_TIMEOUT, env=env,
+                         check=False)
+    assert result.returncode == -signal.SIGKILL, (
+        f"claude was not killed (exit {result.returncode}):\n{result.stderr[-1500:]}")
+    killed = enforcing.events.wait_for(
+        lambda e: e.get("event_type") == "ENFORCEMENT" and e.get("action") == "killed",
+        TIMEOUT, f"an ENFORCEMENT killed event of pid {result.pid}", result.pid)
+    assert killed.get("llm_provider") == "Anthropic", summarize(killed)
+    time.sleep(0.5)  # anything in flight would have arrived by now
+    assert denied.encode() not in tls_server.received(), "the fake API received the denied prompt"
+
+    allowed = f"Tell {_marker('kitten')} a joke"
+    result = clients.run(agents.claude_argv(binary, allowed), timeout=RUN_TIMEOUT, env=env)
+    request = tls_server.wait_for_request(lambda r: allowed.encode() in r.body, TIMEOUT)
+    assert request.answer in result.stdout, result.stdout
