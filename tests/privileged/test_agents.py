@@ -27,9 +27,9 @@ import uuid
 import pytest
 
 from .harness import agents
-from .harness.events import Event, summarize
+from .harness.events import Event, payload_text, summarize
 from .harness.monitor import MonitorProcess, find_busted
-from .harness.pki import ANTHROPIC_HOST
+from .harness.pki import ANTHROPIC_HOST, BORING_HOST
 
 pytestmark = pytest.mark.privileged
 
@@ -83,8 +83,8 @@ def test_claude_code_conversation_is_seen(name, monitor, tls_server, clients, tm
     binary = agents.program(name)
     _probed(monitor, clients, binary)
     prompt = f"Write a haiku about {_marker('eBPF')}"
-    result = clients.run(agents.claude_argv(binary, prompt), timeout=RUN_TIMEOUT,
-                         env=agents.claude_env(tmp_path / "home"))
+    result = clients.run(agents.claude_argv(binary, prompt, tmp_path / "work"),
+                         timeout=RUN_TIMEOUT, env=agents.claude_env(tmp_path / "home"))
     _check_conversation(monitor, tls_server, result, prompt, "claude")
 
 
@@ -93,10 +93,32 @@ def test_bun_fetch_is_seen(name, monitor, tls_server, clients, tmp_path):
     binary = agents.program(name)
     _probed(monitor, clients, binary)
     prompt = f"Hello from Bun {_marker('fetch')}"
-    result = clients.run(agents.bun_argv(binary, tmp_path, prompt), timeout=RUN_TIMEOUT,
-                         env=agents.bun_env())
+    result = clients.run(agents.bun_argv(binary, tmp_path, agents.BUN_FETCH, prompt, agents.MODEL),
+                         timeout=RUN_TIMEOUT, env=agents.bun_env())
     assert result.result.get("pid") == result.pid, result.stdout
     _check_conversation(monitor, tls_server, result, prompt, "bun")
+
+
+def test_bun_reused_ssl_object_does_not_inherit_a_verdict(monitor, tls_server, clients,
+                                                          tmp_path):
+    """Bun frees a connection's SSL object and the next connection gets the same
+    address: the download before (judged uninteresting, no longer copied) must not
+    hide the Anthropic request after it (SSL_do_handshake's probe forgets the verdict)."""
+    binary = agents.program(agents.names("bun-")[-1])
+    _probed(monitor, clients, binary)
+    prompt = f"Asked after a download {_marker('reuse')}"
+    result = clients.run(agents.bun_argv(binary, tmp_path, agents.BUN_DOWNLOAD_THEN_ASK, prompt,
+                                         agents.MODEL, BORING_HOST),
+                         timeout=RUN_TIMEOUT, env=agents.bun_env())
+    sent = _llm_event(monitor, result.pid, "LLM_REQUEST",
+                      lambda e: prompt in (e.get("llm_user_message") or ""),
+                      f"the LLM_REQUEST of pid {result.pid} after its download")
+    download = monitor.events.wait_for(
+        lambda e: e.get("event_type") == "TLS_DATA_WRITE" and "/download" in payload_text(e),
+        TIMEOUT, f"the download request of pid {result.pid}", result.pid)
+    assert download.get("conn_id") == sent.get("conn_id"), (
+        "Bun did not reuse the SSL object: this test no longer checks what it is for\n"
+        + monitor.events.describe(result.pid))
 
 
 # --- enforcement ---------------------------------------------------------------------------
@@ -117,10 +139,10 @@ def test_enforce_stops_claude_code_before_a_denied_prompt_leaves(name, enforcing
                                                                   clients, tmp_path):
     binary = agents.program(name)
     _probed(enforcing, clients, binary)
-    env = agents.claude_env(tmp_path / "home")
 
     denied = f"Tell {_marker('berko')} a joke"
-    result = clients.run(agents.claude_argv(binary, denied), timeout=RUN_TIMEOUT, env=env,
+    result = clients.run(agents.claude_argv(binary, denied, tmp_path / "work"),
+                         timeout=RUN_TIMEOUT, env=agents.claude_env(tmp_path / "denied"),
                          check=False)
     assert result.returncode == -signal.SIGKILL, (
         f"claude was not killed (exit {result.returncode}):\n{result.stderr[-1500:]}")
@@ -131,7 +153,12 @@ def test_enforce_stops_claude_code_before_a_denied_prompt_leaves(name, enforcing
     time.sleep(0.5)  # anything in flight would have arrived by now
     assert denied.encode() not in tls_server.received(), "the fake API received the denied prompt"
 
+    # a HOME of its own: Claude Code may quote the sessions before it
     allowed = f"Tell {_marker('kitten')} a joke"
-    result = clients.run(agents.claude_argv(binary, allowed), timeout=RUN_TIMEOUT, env=env)
+    result = clients.run(agents.claude_argv(binary, allowed, tmp_path / "work"),
+                         timeout=RUN_TIMEOUT, env=agents.claude_env(tmp_path / "allowed"),
+                         check=False)
+    assert result.returncode == 0, (f"claude failed (exit {result.returncode}): "
+                                    f"{result.stderr[-1000:]}\n{enforcing.events.describe(result.pid)}")
     request = tls_server.wait_for_request(lambda r: allowed.encode() in r.body, TIMEOUT)
     assert request.answer in result.stdout, result.stdout

@@ -12,6 +12,7 @@ requests it needs and exits.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,28 @@ for (const line of (await res.text()).split("\n")) {
 const comm = (await Bun.file("/proc/self/comm").text()).trim();
 console.log(JSON.stringify({pid: process.pid, comm, status: res.status, answer}));
 process.exit(res.status === 200 ? 0 : 1);
+"""
+
+# A download from a host that is no LLM (judged uninteresting: its SSL* stops being
+# copied), then an Anthropic request on a new connection, which Bun makes with the same
+# SSL* address (freed, then reused). Prints its pid and the answers' statuses.
+BUN_DOWNLOAD_THEN_ASK = r"""
+const [prompt, model, host] = process.argv.slice(2);
+const statuses = [];
+const download = await fetch(`https://${host}/download?bytes=800000&chunk=16384&pause_ms=20`,
+                             {keepalive: false});
+await download.arrayBuffer();
+statuses.push(download.status);
+await Bun.sleep(500);  // the verdict on the download reaches the kernel meanwhile
+const res = await fetch("https://api.anthropic.com/v1/messages", {
+  method: "POST", keepalive: false,
+  headers: {"content-type": "application/json", "x-api-key": process.env.ANTHROPIC_API_KEY},
+  body: JSON.stringify({model, max_tokens: 64, messages: [{role: "user", content: prompt}]}),
+});
+await res.text();
+statuses.push(res.status);
+console.log(JSON.stringify({pid: process.pid, statuses}));
+process.exit(statuses.every((s) => s === 200) ? 0 : 1);
 """
 
 
@@ -83,16 +106,21 @@ def claude_env(home: Path) -> dict[str, str]:
     }
 
 
-def claude_argv(binary: Path, prompt: str, model: str = MODEL) -> list[str]:
-    return [str(binary), "-p", prompt, "--model", model]
+def claude_argv(binary: Path, prompt: str, workdir: Path, model: str = MODEL) -> list[str]:
+    """`claude -p PROMPT` started in ``workdir`` (``env -C`` execs it: same pid). Not the
+    repository: Claude Code puts the working directory's recent git commits in its
+    system prompt, and busted's mention the words tests look for."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ["env", "-C", str(workdir), str(binary), "-p", prompt, "--model", model]
 
 
-def bun_argv(binary: Path, directory: Path, prompt: str, model: str = MODEL) -> list[str]:
-    script = directory / "bun_fetch.mjs"
-    if not script.exists():
-        script.write_text(BUN_FETCH)
-        script.chmod(0o644)
-    return [str(binary), str(script), prompt, model]
+def bun_argv(binary: Path, directory: Path, script: str, *args: str) -> list[str]:
+    """Bun running one of the scripts above (written into ``directory``) with ``args``."""
+    path = directory / f"bun-{hashlib.sha1(script.encode()).hexdigest()[:10]}.mjs"
+    if not path.exists():
+        path.write_text(script)
+        path.chmod(0o644)
+    return [str(binary), str(path), *args]
 
 
 def bun_env() -> dict[str, str]:
