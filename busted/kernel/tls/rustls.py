@@ -259,6 +259,12 @@ def locate(elf: ElfFile) -> dict[str, int]:
         if fn is None:
             raise NotLocated(f"an aead.c error report at {site:#x} is in no FDE's range")
         reasons.setdefault(fn, set()).add(reason)
+    return identify(reasons)
+
+
+def identify(reasons: dict[int, set[int]]) -> dict[str, int]:
+    """Name the functions by their reason sets: each wanted set must be held by exactly
+    one function (``EVP_AEAD_CTX_init`` is optional: rustls does not call it)."""
     found: dict[str, int] = {}
     for name, want, required in (("seal", SEAL, True), ("open", OPEN, True),
                                  ("init_with_direction", INIT_WITH_DIRECTION, True),
@@ -266,7 +272,7 @@ def locate(elf: ElfFile) -> dict[str, int]:
         matches = [fn for fn, got in reasons.items() if got == want]
         if len(matches) == 1:
             found[name] = matches[0]
-        elif required:
+        elif required or matches:
             raise NotLocated(f"EVP_AEAD_CTX_{name}: {len(matches)} functions report its "
                              f"errors {sorted(want)}, not one")
     return found

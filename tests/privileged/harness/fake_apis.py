@@ -1,6 +1,7 @@
 """What the fake servers answer: the providers' wire formats, small but faithful.
 
 - OpenAI ``POST /v1/chat/completions`` (JSON, or SSE ``data:`` chunks ending in ``[DONE]``);
+- OpenAI ``/v1/responses`` (SSE, or a WebSocket as Codex uses it: :mod:`.responses_api`);
 - Anthropic ``POST /v1/messages`` (JSON, or SSE with named events);
 - Ollama ``POST /api/chat`` and ``/api/generate`` (NDJSON stream by default, as Ollama does);
 - ``GET /download?bytes=N&chunk=K&pause_ms=P`` — a large, paced, uninteresting body;
@@ -19,6 +20,7 @@ import random
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from . import responses_api
 from .http_server import Request, Response
 
 
@@ -170,6 +172,8 @@ def download(request: Request) -> Response:
 def route(request: Request, pause_s: float = 0.0) -> Response:
     """The handler of the TLS server (all provider hosts share it, as their paths differ)."""
     path = urlsplit(request.path).path
+    if path.endswith("/v1/responses"):  # OpenAI Responses API: SSE or a WebSocket
+        return responses_api.responses(request)
     if request.method == "POST" and path.endswith("/chat/completions"):
         return openai_chat(request, pause_s)
     if request.method == "POST" and path.endswith("/messages"):

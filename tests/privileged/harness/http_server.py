@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+REASONS = {101: "Switching Protocols", 200: "OK", 400: "Bad Request", 404: "Not Found",
+           500: "Internal Server Error"}
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Response:
     # content-length header is given), ``pause_s`` apart.
     stream: Iterable[bytes] | None = None
     pause_s: float = 0.0
+    # When set (a 101 answer), the connection is handed to it after the head is sent:
+    # ``upgrade(conn, rfile, server)`` speaks the new protocol until it returns.
+    upgrade: Callable[[socket.socket, io.BufferedReader, HttpServer], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -135,6 +139,12 @@ class HttpServer:
                     )
                 self._cond.wait(left)
 
+    def record(self, request: Request) -> None:
+        """Add a request read by a protocol the server was upgraded to (WebSocket)."""
+        with self._cond:
+            self.requests.append(request)
+            self._cond.notify_all()
+
     def received(self) -> bytes:
         """Every plaintext byte received so far (complete requests or not)."""
         with self._cond:
@@ -185,6 +195,9 @@ class HttpServer:
                     self.requests.append(request)
                     self._cond.notify_all()
                 self._write_response(conn, response)
+                if response.upgrade is not None:
+                    response.upgrade(conn, rfile, self)
+                    return
                 if request.headers.get("connection", "").lower() == "close":
                     return
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -229,7 +242,7 @@ class HttpServer:
         names = {name.lower() for name, _ in response.headers}
         head += [f"{name}: {value}" for name, value in response.headers]
         if response.stream is None:
-            if "content-length" not in names:
+            if "content-length" not in names and response.status != 101:
                 head.append(f"content-length: {len(response.body)}")
             conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
             return
