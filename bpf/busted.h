@@ -62,6 +62,7 @@
 #define REC_SSL_FD 8      /* struct ssl_rec: SSL_set_fd tied an SSL object to a socket */
 #define REC_EXIT 9        /* struct rec_head only: a process (thread group) ended */
 #define REC_LIBOPEN 10    /* struct path_rec: a process opened a libssl not yet probed */
+#define REC_HELLO 11      /* struct hello_rec: a TCP connection's first write, a TLS ClientHello */
 
 /* rec_head.held of REC_LIBOPEN */
 #define LIB_HELD 1
@@ -71,6 +72,11 @@
 #define SRC_TLS 1
 #define SRC_PLAIN 2
 #define SRC_DNS 3
+#define SRC_HELLO 4       /* watch.source only: a TCP socket whose first write is not seen yet */
+
+/* bytes of a ClientHello copied: ~1.5 KB with a post-quantum key share (Bun, Go 1.24,
+ * rustls), and the SNI may come after it */
+#define HELLO_LEN 2048
 
 /* data_rec.direction */
 #define DIR_WRITE 0
@@ -153,6 +159,17 @@ struct path_rec {
     char path[PATH_LEN];
 };
 
+/* the first write of a TCP connection when it starts like a TLS handshake record */
+struct hello_rec {
+    struct rec_head h;
+    u64 conn_id;    /* the TCP connection's id (as in its conn_rec) */
+    u32 call_len;   /* bytes of that write */
+    u32 len;        /* bytes of data[] copied */
+    s32 fd;
+    u32 pad6;
+    u8 data[HELLO_LEN];
+};
+
 /* what SSL_set_fd and SSL_ctrl said about an SSL object: the same facts as the
  * REC_SSL_FD / REC_SNI records, kept for userspace in case a flood dropped those */
 struct ssl_info {
@@ -170,7 +187,7 @@ struct fd_key {
 /* a socket whose payload is copied (plain-text port or DNS) */
 struct watch {
     u64 conn_id;
-    u8 source;      /* SRC_PLAIN or SRC_DNS */
+    u8 source;      /* SRC_PLAIN, SRC_DNS or SRC_HELLO */
     u8 pad[7];
 };
 

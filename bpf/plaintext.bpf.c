@@ -7,6 +7,12 @@
  * only the first iovec is copied: HTTP clients put a request head and small bodies
  * there; a larger body shows as a truncated event rather than being lost unseen.
  * Cost: every process's read/write pays one hash lookup (the watched map) on enter.
+ *
+ * ClientHellos: every other outgoing TCP socket is watched too (SRC_HELLO) until its
+ * first write, which is copied once (HELLO_LEN bytes at most, REC_HELLO) when it starts
+ * like a TLS handshake record, then the watch is dropped: the SNI of every TLS
+ * connection, whatever library made it, for one record per connection. Ordinary
+ * writes pay nothing more than the lookup they already paid.
  */
 #include "busted.h"
 
@@ -75,6 +81,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     else if (c.dport == DNS_PORT)
         w.source = SRC_DNS;
     struct fd_key k = {.pid = id >> 32, .fd = c.fd};
+    if (!w.source && c.conn_id)
+        w.source = SRC_HELLO; /* another TCP connection: look at its first write */
     if (!w.source) {
         /* a reused fd number must not inherit an old watch */
         watched.delete(&k);
@@ -86,13 +94,50 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     return 0;
 }
 
-static __always_inline int io_enter(s32 fd, u64 buf, u64 limit)
+/* The first write of a watched TCP socket: send it if it is a TLS ClientHello, and
+ * stop watching the socket either way. */
+static __always_inline int first_write(struct fd_key *k, u64 conn_id, u64 buf, u64 n)
+{
+    watched.delete(k);
+    u8 head[2] = {};
+    if (n < 6 || bpf_probe_read_user(head, sizeof(head), (void *)buf) != 0)
+        return 0;
+    if (head[0] != 0x16 || head[1] != 0x03) /* handshake record, TLS 1.x */
+        return 0;
+    struct hello_rec *r = events.ringbuf_reserve(sizeof(struct hello_rec));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return 0;
+    }
+    fill_head(&r->h, REC_HELLO);
+    r->conn_id = conn_id;
+    r->call_len = n > 0xffffffffULL ? 0xffffffffU : (u32)n;
+    r->fd = k->fd;
+    r->pad6 = 0;
+    u64 len = n > HELLO_LEN ? HELLO_LEN : n;
+    asm volatile("%[len] &= %[mask]" : [len] "+r"(len) : [mask] "i"((HELLO_LEN << 1) - 1));
+    if (len > HELLO_LEN || bpf_probe_read_user(r->data, len, (void *)buf) != 0) {
+        count_lost(LOST_READ);
+        len = 0;
+    }
+    r->len = len;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* `limit`: bytes available at buf (the call's length, or the first iovec's) */
+static __always_inline int io_enter(s32 fd, u64 buf, u64 limit, u8 direction)
 {
     u64 id = bpf_get_current_pid_tgid();
     struct fd_key k = {.pid = id >> 32, .fd = fd};
     struct watch *w = watched.lookup(&k);
     if (!w)
         return 0;
+    if (w->source == SRC_HELLO) {
+        if (direction == DIR_WRITE)
+            return first_write(&k, w->conn_id, buf, limit);
+        return 0;
+    }
     if (judged_uninteresting(k.pid, w->conn_id))
         return 0;
     struct io_call c = {};
@@ -144,12 +189,12 @@ static __always_inline int msghdr_iov(u64 msg, u64 *base, u64 *len)
     return first_iov(iov, base, len);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, args->count, DIR_WRITE); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret, DIR_WRITE); }
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, (u64)args->buf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, (u64)args->buf, 0, DIR_READ); }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret, DIR_READ); }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret, DIR_WRITE); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return io_enter(args->fd, (u64)args->ubuf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return io_enter(args->fd, (u64)args->ubuf, 0, DIR_READ); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret, DIR_READ); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
@@ -169,7 +214,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
             watched.update(&k, &w);
         }
     }
-    return io_enter(fd, (u64)args->buff, 0);
+    return io_enter(fd, (u64)args->buff, args->len, DIR_WRITE);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
@@ -177,7 +222,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_writev)
     u64 base = 0, len = 0;
     if (first_iov((u64)args->vec, &base, &len) != 0)
         return 0;
-    return io_enter(args->fd, base, len);
+    return io_enter(args->fd, base, len, DIR_WRITE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret, DIR_WRITE); }
 
@@ -186,7 +231,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_readv)
     u64 base = 0, len = 0;
     if (first_iov((u64)args->vec, &base, &len) != 0)
         return 0;
-    return io_enter(args->fd, base, len);
+    return io_enter(args->fd, base, len, DIR_READ);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret, DIR_READ); }
 
@@ -195,7 +240,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
     u64 base = 0, len = 0;
     if (msghdr_iov((u64)args->msg, &base, &len) != 0)
         return 0;
-    return io_enter(args->fd, base, len);
+    return io_enter(args->fd, base, len, DIR_WRITE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret, DIR_WRITE); }
 
@@ -204,7 +249,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
     u64 base = 0, len = 0;
     if (msghdr_iov((u64)args->msg, &base, &len) != 0)
         return 0;
-    return io_enter(args->fd, base, len);
+    return io_enter(args->fd, base, len, DIR_READ);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret, DIR_READ); }
 

@@ -59,6 +59,14 @@ class _Collector:
                                       "for its verdict, milliseconds (--enforce).")
             gauge.add_metric([], float(capture.get(f"enforce_{key}", 0.0)))
             yield gauge
+        blind = CounterMetricFamily("busted_blind_spots", "BLIND_SPOT events: TLS connections "
+                                    "to LLM hosts or of agents whose plaintext is not seen.")
+        blind.add_metric([], capture.get("blind_spots", 0))
+        yield blind
+        gauge = GaugeMetricFamily("busted_blind_processes", "Running processes with a blind "
+                                  "connection (busted status lists them).")
+        gauge.add_metric([], float(capture.get("blind_processes", 0.0)))
+        yield gauge
         up = GaugeMetricFamily("busted_worker_up", "1 when the worker is running.",
                                labels=["worker"])
         for role, w in stats["workers"].items():

@@ -42,6 +42,20 @@ def _enforce_note(w: dict[str, Any]) -> str:
             f"late {late}, blocked destinations {w.get('enforce_blocked_destinations', 0)}")
 
 
+def blind_table(entries: list[dict[str, Any]]) -> Table:
+    """Blind programs (busted.kernel.blindspots.BlindSpots.report): who, where, which TLS
+    library, why, and what to do."""
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("pid", "program", "destination", "TLS library", "why", "what to do"):
+        table.add_column(name, justify="right" if name == "pid" else "left")
+    for e in entries:
+        pid = str(e.get("pid") or "-") + ("" if e.get("alive") or not e.get("pid") else " (gone)")
+        table.add_row(pid, e.get("exe") or e.get("process_name") or "?",
+                      e.get("destination") or "-", e.get("tls_library") or "?",
+                      e.get("blind_reason") or "", e.get("blind_advice") or "")
+    return table
+
+
 def totals_line(stats: dict[str, Any]) -> str:
     return (f"produced {stats.get('produced', 0):,}, delivered {stats.get('delivered', 0):,} "
             f"(merged into messages {stats.get('merged', 0):,}), "
@@ -62,6 +76,10 @@ def print_status(stats: dict[str, Any], console: Console | None = None) -> None:
                   + (" (stopping)" if stats.get("stopping") else ""))
     console.print(worker_table(stats))
     console.print(totals_line(stats))
+    if stats.get("blind"):
+        console.print(f"⚠ blind programs: TLS busted sees going out but cannot read "
+                      f"({len(stats['blind'])}; `busted doctor --coverage` lists every process)")
+        console.print(blind_table(stats["blind"]))
 
 
 def print_summary(stats: dict[str, Any]) -> None:

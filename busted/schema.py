@@ -39,6 +39,7 @@ EVENT_TYPES = (
     "DATA_WRITE",  # plain-text socket payload sent (local model servers)
     "DATA_READ",  # plain-text socket payload received
     "ENFORCEMENT",  # an action taken (or that would be taken) on a deny
+    "BLIND_SPOT",  # TLS to an LLM host (or of an agent) whose plaintext is not seen
 )
 
 CONTENT_CLASSES = (
@@ -78,6 +79,7 @@ class ProcessedEvent(TypedDict, total=False):
     process_name: str  # the process's name (/proc/PID/comm of its main thread)
     thread_name: str  # the calling thread's name, when it differs (tokio-rt-worker...)
     cgroup_id: int
+    exe: str  # the process's executable (BLIND_SPOT)
     container_id: str
     pod_name: str
     pod_namespace: str
@@ -92,6 +94,11 @@ class ProcessedEvent(TypedDict, total=False):
     provider: str  # provider named by destination alone (SNI / DNS / IP)
     dns_name: str
     dns_addrs: list[str]
+    tls_alpn: str  # protocols the ClientHello offered, comma-separated (BLIND_SPOT)
+    # --- blind spots (busted.kernel.blindspots) -------------------------------------
+    tls_library: str  # the TLS library the connection appears to use
+    blind_reason: str  # why its plaintext is not seen
+    blind_advice: str  # what the user can do about it
     # --- classification -----------------------------------------------------------
     content_class: str  # one of CONTENT_CLASSES
     llm_provider: str
@@ -145,6 +152,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "process_name": "",
     "thread_name": "",
     "cgroup_id": 0,
+    "exe": "",
     "container_id": "",
     "pod_name": "",
     "pod_namespace": "",
@@ -158,6 +166,10 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "provider": "",
     "dns_name": "",
     "dns_addrs": [],
+    "tls_alpn": "",
+    "tls_library": "",
+    "blind_reason": "",
+    "blind_advice": "",
     "content_class": "",
     "llm_provider": "",
     "llm_endpoint": "",

@@ -403,6 +403,8 @@ class Supervisor:
             "merged": merged,
             "lost": kernel_lost + max(0, missing - dropped - merged),
             "kernel_lost": kernel_lost,
+            # capture's table of blind programs (busted.kernel.blindspots): not a counter
+            "blind": list((self.workers["capture"].report.get("extra") or {}).get("blind") or []),
         }
 
     def status(self) -> dict[str, Any]:

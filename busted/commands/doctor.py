@@ -4,17 +4,22 @@ Reads only files (no BPF is loaded), so it runs without root; ``--fix`` needs ro
 does what the host set-up does: mounts tracefs, bpffs and securityfs, and links
 Debian's generic kernel headers as /lib/modules/$(uname -r)/build and source when the
 running kernel has none of its own (bcc compiles the probes against them).
+``--coverage`` lists every process with TCP peers and how busted sees it
+(busted.kernel.tls.coverage), asking the running monitor, if any, what it found blind.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import click
 
-from busted.errors import PrivilegeError
+from busted.config import DEFAULT_RUNTIME_DIR
+from busted.errors import BustedError, PrivilegeError
 from busted.kernel import features, tls
 
 MOUNTS = (
@@ -66,14 +71,25 @@ def fix(found: features.Features) -> list[str]:
 @click.command("doctor")
 @click.option("--fix", "do_fix", is_flag=True,
               help="Mount tracefs/bpffs/securityfs and link kernel headers if missing (root).")
-def doctor(do_fix: bool) -> int:
+@click.option("--coverage", is_flag=True,
+              help="List every process with TCP peers and how busted sees it (probed TLS "
+                   "stack, plain text, or blind and why); exit 3 when a process talking "
+                   "to an LLM host is blind.")
+@click.option("--json", "as_json", is_flag=True, help="With --coverage: print JSON.")
+@click.option("--runtime-dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNTIME_DIR),
+              show_default=True, help="With --coverage: the running monitor to ask.")
+def doctor(do_fix: bool, coverage: bool, as_json: bool, runtime_dir: str) -> int:
     """Report what the running kernel offers and which hooks `monitor` will use.
 
     \b
     Examples:
       busted doctor
       sudo busted doctor --fix
+      sudo busted doctor --coverage
+      sudo busted doctor --coverage --json
     """
+    if coverage:
+        return _coverage(Path(runtime_dir), as_json)
     found = features.probe()
     if do_fix:
         for line in fix(found):
@@ -110,3 +126,39 @@ def doctor(do_fix: bool) -> int:
         click.echo(f"monitor cannot capture yet: missing {', '.join(missing)}", err=True)
         return 1
     return 0
+
+
+def _coverage(runtime_dir: Path, as_json: bool) -> int:
+    from busted import control
+    from busted.kernel.tls import coverage
+
+    try:
+        blind = control.request(runtime_dir, "status").get("blind") or []
+        monitor = f"the monitor at {runtime_dir}"
+    except BustedError as exc:
+        blind, monitor = [], ""
+        note = exc.message
+    rows = coverage.survey(monitor_blind=blind, skip={os.getpid()})
+    code = coverage.exit_code(rows)
+    if as_json:
+        click.echo(json.dumps({"monitor": monitor, "exit_code": code,
+                               "processes": [r.to_dict() for r in rows]}, indent=2))
+        return code
+    if monitor:
+        click.echo(f"Processes with TCP connections (blind connections as reported by {monitor}):")
+    else:
+        click.echo(f"Processes with TCP connections ({note} Destinations are named only "
+                   "by a running monitor.)")
+    for r in rows:
+        mark = "BLIND" if r.blind else "ok   "
+        click.echo(f"  [{mark}] {r.name} ({r.pid}) {r.exe}")
+        click.echo(f"          {r.seen}")
+        if r.destinations:
+            click.echo(f"          to {', '.join(r.destinations)}" + (" (LLM host)" if r.llm else ""))
+        click.echo(f"          peers {', '.join(r.peers[:6])}" + (" ..." if len(r.peers) > 6 else ""))
+        if r.blind:
+            click.echo(f"          why: {r.reason}")
+            click.echo(f"          do:  {r.advice}")
+    if code:
+        click.echo("a process talking to an LLM host is blind: its requests are not seen", err=True)
+    return code

@@ -28,10 +28,13 @@ REC_EXEC = 7
 REC_SSL_FD = 8
 REC_EXIT = 9
 REC_LIBOPEN = 10
+REC_HELLO = 11
 
 SRC_TLS = 1
 SRC_PLAIN = 2
 SRC_DNS = 3
+SRC_HELLO = 4  # a watch's source only: a TCP socket whose first write is not seen yet
+HELLO_LEN = 2048  # bytes of a ClientHello the kernel copies at most
 
 DIR_WRITE = 0
 DIR_READ = 1
@@ -110,6 +113,20 @@ class PathRec(ct.Structure):
     _fields_ = [("h", RecHead), ("path", ct.c_char * PATH_LEN)]
 
 
+class HelloRec(ct.Structure):
+    """The first write of a TCP connection, when it starts like a TLS handshake record."""
+
+    _fields_ = [
+        ("h", RecHead),
+        ("conn_id", ct.c_uint64),
+        ("call_len", ct.c_uint32),
+        ("len", ct.c_uint32),
+        ("fd", ct.c_int32),
+        ("pad6", ct.c_uint32),
+        ("data", ct.c_uint8 * HELLO_LEN),
+    ]
+
+
 class SslInfo(ct.Structure):
     _fields_ = [("fd", ct.c_int32), ("pad5", ct.c_uint32), ("sni", ct.c_char * SNI_LEN)]
 
@@ -127,6 +144,7 @@ MIRRORS: dict[str, type[ct.Structure]] = {
     "conn_rec": ConnRec,
     "conn_key": ConnKey,
     "path_rec": PathRec,
+    "hello_rec": HelloRec,
     "ssl_info": SslInfo,
 }
 
@@ -142,6 +160,7 @@ _BY_TYPE: dict[int, type[ct.Structure]] = {
     REC_EXEC: RecHead,
     REC_EXIT: RecHead,
     REC_LIBOPEN: PathRec,
+    REC_HELLO: HelloRec,
 }
 
 

@@ -8,7 +8,9 @@ The kernel sends small facts; this module keeps the state that joins them:
 - (pid, fd) and struct sock * -> the connection's addresses (CONNECT/ESTABLISHED), with a
   /proc fallback for sockets that were open before the monitor started;
 - pid -> process name and container id (cached; /proc read once per process);
-- DNS payloads -> DNS_QUERY / DNS_ANSWER events, and an IP -> name table.
+- DNS payloads -> DNS_QUERY / DNS_ANSWER events, and an IP -> name table;
+- a connection's ClientHello (REC_HELLO) -> its SNI on every later event of the
+  connection, and the facts blind-spot detection reads (busted.kernel.blindspots).
 
 ``proc`` (the /proc root) and ``clock`` are injected so tests can hand in fakes.
 """
@@ -25,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from busted.kernel import dns, records
+from busted.kernel.blindspots import TlsConnection
 from busted.kernel.containers import container_id_of_pid
+from busted.kernel.tls import hello as tls_hello
 
 Event = dict[str, Any]
 
@@ -53,6 +57,8 @@ class Conn:
     src_port: int = 0
     dst_ip: str = ""
     dst_port: int = 0
+    sk: int = 0  # struct sock *, when its connect was seen
+    tls: TlsConnection | None = None  # once its ClientHello was seen
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -112,6 +118,10 @@ class Tracker:
         self.ssl_info: Callable[[int, int], tuple[int, str] | None] = lambda pid, ssl: None
         self._ssl_checked: _Lru = _Lru()
         self.errors: dict[str, int] = {}
+        # for busted.kernel.blindspots: connections whose hello was seen since it last
+        # asked, and (pid, sni or "") -> kernel time of the last TLS plaintext seen
+        self._new_tls: list[TlsConnection] = []
+        self.plaintext_seen: _Lru = _Lru()
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -226,6 +236,8 @@ class Tracker:
             return []
         if kind == records.REC_LIBOPEN:
             return []  # handled by the source (it attaches probes)
+        if kind == records.REC_HELLO:
+            return self._hello(rec)
         self._count("unknown_record")
         return []
 
@@ -301,6 +313,11 @@ class Tracker:
             if sni:
                 ev["sni"] = sni
             conn = self._conn_for(pid, fd, sk)
+            if conn is not None and conn.tls is not None:
+                conn.tls.plaintext = True
+                if conn.tls.sni:
+                    ev.setdefault("sni", conn.tls.sni)
+            self.plaintext_seen[(pid, ev.get("sni", ""))] = rec.ts_ns
         else:
             conn = self._conn_for(pid, fd, rec.sk)
         if conn is not None:
@@ -308,6 +325,31 @@ class Tracker:
             if "sni" not in ev and conn.dst_ip in self.ip_names:
                 ev["dns_name"] = self.ip_names[conn.dst_ip]
         return [ev]
+
+    def _hello(self, rec: records.HelloRec) -> list[Event]:
+        """A connection's first write was a ClientHello: its SNI names the connection
+        from now on, whatever TLS library made it."""
+        try:
+            hello = tls_hello.parse(bytes(rec.data[: min(rec.len, records.HELLO_LEN)]))
+        except tls_hello.HelloError:
+            self._count("hello_undecodable")
+            return []
+        pid = rec.h.pid
+        conn = self._conn_for(pid, rec.fd, 0) or self._by_fd.get((pid, rec.fd)) or Conn()
+        conn.tls = TlsConnection(
+            pid=pid, process_name=self._process(rec.h)["process_name"], uid=rec.h.uid,
+            fd=rec.fd, conn_id=rec.conn_id, sk=conn.sk, hello=hello,
+            hello_len=rec.call_len, seen_ns=rec.h.ts_ns,
+            timestamp=self._wall_offset + rec.h.ts_ns / 1e9, dst_ip=conn.dst_ip,
+            dst_port=conn.dst_port, dns_name=self.ip_names.get(conn.dst_ip, ""))
+        if len(self._new_tls) < _MAX_PENDING:
+            self._new_tls.append(conn.tls)
+        return []
+
+    def take_tls_connections(self) -> list[TlsConnection]:
+        """Connections whose ClientHello was seen since the last call."""
+        out, self._new_tls = self._new_tls, []
+        return out
 
     def _dns(self, rec: records.DataHead, payload: bytes) -> list[Event]:
         try:
@@ -335,7 +377,7 @@ class Tracker:
     def _connection(self, kind: int, rec: records.ConnRec) -> list[Event]:
         family = rec.family
         if kind == records.REC_CONNECT:
-            conn = Conn(dst_ip=ip_text(family, bytes(rec.daddr)), dst_port=rec.dport)
+            conn = Conn(dst_ip=ip_text(family, bytes(rec.daddr)), dst_port=rec.dport, sk=rec.sk)
             ev = self._process(rec.h)
             proc_fields = {k: ev[k] for k in ("pid", "tid", "uid", "gid", "process_name",
                                                "cgroup_id", "container_id") if k in ev}
@@ -366,6 +408,11 @@ class Tracker:
         ev["timestamp"] = self._wall_offset + rec.h.ts_ns / 1e9
         if conn.dst_ip in self.ip_names:
             ev["dns_name"] = self.ip_names[conn.dst_ip]
+        if conn.tls is not None:
+            if conn.tls.sni:
+                ev["sni"] = conn.tls.sni
+            if kind == records.REC_CLOSE:
+                conn.tls.sent_at_close = rec.bytes_sent
         return [ev]
 
     def flush(self) -> list[Event]:

@@ -31,6 +31,7 @@ from typing import Any
 from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
 from busted.errors import KernelError, PrivilegeError
 from busted.kernel import bpf_syscall, features, procstat, records, tls
+from busted.kernel.blindspots import BlindSpots, socket_bytes_sent
 from busted.kernel.tls import openssl as libssl
 from busted.kernel.tracker import Tracker
 
@@ -135,6 +136,8 @@ class KernelSource:
         self._probed: dict[tuple[int, int], str] = {}  # file inode -> path
         self.stacks: dict[str, str] = {}  # probed path -> TLS stack name
         self.unlocated: dict[str, str] = {}  # path -> why its TLS functions were not found
+        self.blind = BlindSpots(self.tracker, self.unlocated, self.stacks, proc,
+                                sent_bytes=lambda sk: socket_bytes_sent(self._bpf, sk))
         self._rescans: list[tuple[float, int]] = []  # (due monotonic, pid)
         self._copies: list[tuple[float, str, bytes]] = []  # (due, path, raw path) being written
         self._next_ignore_refresh = 0.0
@@ -440,6 +443,7 @@ class KernelSource:
             self._bpf.ring_buffer_consume()
         self._rescan_due()
         self._refresh_ignored()
+        self._out.extend(self.blind.tick())
         out, self._out = self._out, []
         self._counters["events"] += len(out)
         return out
@@ -493,6 +497,7 @@ class KernelSource:
             "uprobes": self.probe_count,
             "probed_files": len(self._probed),
             **self._counters,
+            **self.blind.stats(),
         }
         for kind, n in self.tracker.errors.items():
             out[f"decode_{kind}"] = n

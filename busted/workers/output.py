@@ -78,11 +78,13 @@ def to_text(event: Event, verbose: bool = False) -> str | None:
     decision = event.get("policy") or ""
     etype = event.get("event_type") or ""
     if not verbose and cls not in _TEXT_CLASSES and decision not in ("audit", "deny") \
-            and etype != "ENFORCEMENT":
+            and etype not in ("ENFORCEMENT", "BLIND_SPOT"):
         return None
     ts = event.get("timestamp")
     clock = time.strftime("%H:%M:%S", time.localtime(ts if isinstance(ts, (int, float)) else None))
     who = f"{event.get('process_name') or '?'} ({event.get('pid', 0)})"
+    if etype == "BLIND_SPOT":
+        return _blind_text(event, clock, who)
     arrow = "<<<" if event.get("direction") == "read" else ">>>"
     if cls.startswith(("LLM_", "MCP_")):
         provider = event.get("llm_provider") or event.get("provider") or ""
@@ -125,6 +127,18 @@ def to_text(event: Event, verbose: bool = False) -> str | None:
     if decision and decision != "allow":
         detail += f" [policy:{decision}]"
     return f"{clock} {who} {detail}"
+
+
+def _blind_text(event: Event, clock: str, who: str) -> str:
+    """BLIND: a connection busted sees go out but cannot read, why, and what to do."""
+    where = event.get("sni") or event.get("dns_name") or \
+        f"{event.get('dst_ip', '')}:{event.get('dst_port', 0)}"
+    library = event.get("tls_library") or "unknown TLS library"
+    lines = [f"{clock} {who} BLIND {where} [{library}] {event.get('exe') or ''}".rstrip(),
+             f"  why: {event.get('blind_reason', '')}"]
+    if event.get("blind_advice"):
+        lines.append(f"  do: {event['blind_advice']}")
+    return "\n".join(lines)
 
 
 class OutputStage(Stage):
