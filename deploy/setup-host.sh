@@ -22,6 +22,7 @@ packages=(
     fonts-dejavu-core                               # the dashboard's font
     curl openssl iproute2 util-linux procps dnsutils   # test clients and namespaces
     nodejs                                          # a client that embeds OpenSSL
+    gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
 )
 missing=()
 for p in "${packages[@]}"; do
