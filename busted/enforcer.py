@@ -115,8 +115,8 @@ class Enforcer:
         if self.blocker is not None:
             self.blocker.start()
         if self.watchdog_factory is not None and self.watchdog is None:
-            held_map = getattr(self.source, "held_map_fd", lambda: -1)()
-            self.watchdog = self.watchdog_factory(held_map)
+            self.watchdog = self.watchdog_factory(self.source.held_map_fd(),
+                                                  self.source.switch_map_fd())
         if not self.dry_run:
             self._set_holding(True)  # only now is someone there to answer
         log.info("enforcement %s: holds %s, deadline %d ms, %s",

@@ -20,7 +20,10 @@ notes there every process it stops, before capture has even read the record. Whe
 pipe closes, every pid in that map gets the fail mode too — a process stopped just
 before capture died, whose record capture never read, is not forgotten — and the map is
 watched until the capture process has fully exited: the kernel takes seconds to detach
-a dead process's probes, and they may stop writers meanwhile.
+a dead process's probes. It also inherits the probes' ``hold_switch``: the first thing
+it does when the pipe closes is to turn holding off, so those lingering probes stop
+nobody new (a busy TLS client could otherwise be stopped after the watchdog's last look
+and stay stopped for good).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from busted.kernel.bpf_syscall import map_delete_u32, map_u32_keys
+from busted.kernel.bpf_syscall import map_delete_u32, map_set_u32, map_u32_keys
 from busted.kernel.procstat import is_stopped
 from busted.proctitle import set_process_name
 
@@ -44,13 +47,13 @@ GRACE_S = 0.05
 class Watchdog:
     """The capture worker's handle on its watchdog process."""
 
-    def __init__(self, fail_closed: bool, held_map_fd: int = -1) -> None:
+    def __init__(self, fail_closed: bool, held_map_fd: int = -1, switch_map_fd: int = -1) -> None:
         read_fd, self._write_fd = os.pipe()
         os.set_inheritable(read_fd, True)
-        fds = (read_fd,) if held_map_fd < 0 else (read_fd, held_map_fd)
+        fds = (read_fd,) + tuple(fd for fd in (held_map_fd, switch_map_fd) if fd >= 0)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "busted.watchdog", str(read_fd),
-             "closed" if fail_closed else "open", str(held_map_fd)],
+             "closed" if fail_closed else "open", str(held_map_fd), str(switch_map_fd)],
             pass_fds=fds, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_fd)
@@ -124,7 +127,7 @@ def _watch_until_gone(map_fd: int, capture: int, fail_signal: int) -> None:
         time.sleep(_SCAN_EVERY_S)
 
 
-def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
+def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1, switch_map_fd: int = -1) -> None:
     """The watchdog process's loop."""
     set_process_name("watchdog")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -149,6 +152,8 @@ def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
             continue
         chunk = os.read(read_fd, 65536)
         if not chunk:  # the capture worker is gone: release everyone now
+            if switch_map_fd >= 0:  # first: the probes that linger hold nobody new
+                map_set_u32(switch_map_fd, 0, 0)
             for pidfd, _ in held.values():
                 _signal(pidfd, fail_signal)
                 os.close(pidfd)
@@ -175,4 +180,5 @@ def run(read_fd: int, fail_closed: bool, held_map_fd: int = -1) -> None:
 
 
 if __name__ == "__main__":
-    run(int(sys.argv[1]), sys.argv[2] == "closed", int(sys.argv[3]) if len(sys.argv) > 3 else -1)
+    args = [int(a) for a in sys.argv[3:5]]
+    run(int(sys.argv[1]), sys.argv[2] == "closed", *args)

@@ -3,7 +3,9 @@
 - :func:`prog_run_stats`: the kernel's run counters of a loaded program (what the
   probes cost, for ``busted bench probes``);
 - :func:`map_u32_keys` / :func:`map_delete_u32`: the keys of a hash map keyed by a u32
-  (the ``held_pids`` map the hold watchdog inherits as a bare fd, with no bcc around).
+  (the ``held_pids`` map the hold watchdog inherits as a bare fd, with no bcc around);
+- :func:`map_set_u32`: write a u32 value under a u32 key (the watchdog turns the
+  probes' ``hold_switch`` off once capture is gone).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ctypes as ct
 
 _SYS_BPF = 321  # x86-64
+_BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_DELETE_ELEM = 3
 _BPF_MAP_GET_NEXT_KEY = 4
 _BPF_OBJ_GET_INFO_BY_FD = 15
@@ -67,3 +70,10 @@ def map_u32_keys(map_fd: int) -> list[int]:
 def map_delete_u32(map_fd: int, key: int) -> None:
     raw = ct.c_uint32(key)
     _bpf(_BPF_MAP_DELETE_ELEM, _MapAttr(map_fd, 0, ct.addressof(raw), 0, 0))
+
+
+def map_set_u32(map_fd: int, key: int, value: int) -> bool:
+    """map[key] = value for a map of u32 keys and u32 values; True on success."""
+    raw_key, raw_value = ct.c_uint32(key), ct.c_uint32(value)
+    return _bpf(_BPF_MAP_UPDATE_ELEM,
+                _MapAttr(map_fd, 0, ct.addressof(raw_key), ct.addressof(raw_value), 0))

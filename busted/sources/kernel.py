@@ -297,20 +297,22 @@ class KernelSource:
             seen_there = libssl.file_key(in_root)
             if seen_there is not None and seen_there != libssl.file_key(path):
                 path = in_root  # another mount namespace
-        self._probe_library(path, raw_path, complete=rec.h.held != records.LIB_WRITING)
-        if rec.h.held == records.LIB_WRITING and libssl.file_key(path) not in self._probed:
-            # A copy being written: look again once the writer is likely done, so it is
-            # probed before whoever made it loads it.
-            now = time.monotonic()
-            self._copies.extend((now + d, path, raw_path) for d in COPY_RETRY_AFTER_S)
-        log.debug("library opened by pid %d: %s (held: %d)", pid, path, rec.h.held)
-        if rec.h.held == records.LIB_HELD:  # stopped until now: its probes are in place
-            self._counters["library_holds"] += 1
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.unhold(pid)
+        try:
+            self._probe_library(path, raw_path, complete=rec.h.held != records.LIB_WRITING)
+            if rec.h.held == records.LIB_WRITING and libssl.file_key(path) not in self._probed:
+                # A copy being written: look again once the writer is likely done, so it
+                # is probed before whoever made it loads it.
+                now = time.monotonic()
+                self._copies.extend((now + d, path, raw_path) for d in COPY_RETRY_AFTER_S)
+            log.debug("library opened by pid %d: %s (held: %d)", pid, path, rec.h.held)
+        finally:  # whatever went wrong above, a held opener (or exec) is never left stopped
+            if rec.h.held == records.LIB_HELD:  # stopped until now: its probes are in place
+                self._counters["library_holds"] += 1
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                self.unhold(pid)
 
     # --- enforcement hooks (used by busted.enforcer) ------------------------------------
 
@@ -356,6 +358,11 @@ class KernelSource:
     def held_map_fd(self) -> int:
         """The fd of that map, for the watchdog (it resumes them if capture dies)."""
         return self._bpf[b"held_pids"].map_fd if self.holds and self._bpf is not None else -1
+
+    def switch_map_fd(self) -> int:
+        """The fd of the hold switch, for the watchdog (it turns holding off if capture
+        dies: the probes outlive it by seconds)."""
+        return self._bpf[b"hold_switch"].map_fd if self.holds and self._bpf is not None else -1
 
     def fileno(self) -> int:
         """A descriptor that polls readable when the kernel woke the ring buffer (for

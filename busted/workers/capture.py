@@ -167,8 +167,8 @@ def _make_enforcer(config: MonitorConfig, source: Source) -> Enforcer:
     from busted.sources.kernel import ConnectBlocker, holds_writes
     from busted.watchdog import Watchdog
 
-    def watchdog(held_map_fd: int) -> Watchdog:
-        return Watchdog(config.fail_closed, held_map_fd)
+    def watchdog(held_map_fd: int, switch_map_fd: int) -> Watchdog:
+        return Watchdog(config.fail_closed, held_map_fd, switch_map_fd)
 
     return Enforcer(config, source, blocker=ConnectBlocker(report_only=config.dry_run),
                     watchdog_factory=watchdog if holds_writes(config) else None)

@@ -12,6 +12,7 @@ import pytest
 from polling import wait_for
 
 from busted.kernel.procstat import is_stopped
+from busted.proctitle import comm_name
 
 from .harness.events import summarize
 from .harness.monitor import MonitorProcess
@@ -24,9 +25,22 @@ pytestmark = pytest.mark.privileged
 # --- safety and dry run ---------------------------------------------------------------------
 
 def _worker_pid(monitor: MonitorProcess, role: str) -> int:
+    """The pid of the monitor's running ``role`` worker. Checked against /proc: stats can
+    name a worker that was just restarted, whose old pid another process may have
+    taken (pids wrap at 32768 here), and stopping that process would hang the test."""
     def find():
         worker = (monitor.stats.get("workers") or {}).get(role) or {}
-        return worker.get("pid") or None
+        pid = worker.get("pid")
+        if not pid:
+            return None
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if comm == comm_name(role) and parent == monitor.proc.pid else None
     return wait_for(find, 15, f"the {role} worker's pid in the published stats")
 
 
