@@ -488,6 +488,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
             "selected": self.selected,
             "tab": self.tab,
             "providers": sorted(self.store.providers),
+            "blind_label": dpg.get_value(self._ids["blind"]),
             "screenshots": self._screenshots,
             "seqs": [e.get("seq") for e in (self.store.get(u) for u in self.store.view()) if e]
             [-2000:],

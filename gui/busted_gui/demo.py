@@ -44,6 +44,19 @@ def demo_stats(produced: int, started: float, now: float) -> dict[str, Any]:
     }
 
 
+def blind_spot(when: float) -> Event:
+    """A BLIND_SPOT as capture reports it: a Java service whose TLS busted cannot read."""
+    return {
+        "event_type": "BLIND_SPOT", "timestamp": when, "pid": 4711, "uid": 1001,
+        "process_name": "java", "exe": "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+        "sni": "api.openai.com", "provider": "OpenAI", "dst_ip": "162.159.140.245",
+        "dst_port": 443, "bytes": 18_432, "tls_library": "Java",
+        "blind_reason": "Java's TLS (JSSE) runs inside the JVM, where uprobes cannot read it",
+        "blind_advice": "give the JVM an OpenSSL-backed provider, or send its traffic "
+                        "through a proxy busted sees",
+    }
+
+
 class DemoSource:
     """Runs a :class:`TrafficGenerator` on a thread; same interface as the live stream."""
 
@@ -67,6 +80,8 @@ class DemoSource:
             if back % 97 < 3:
                 wave += 1.2
             batch = self._gen.events(max(1, int(self.rate * max(0.1, wave))), now - back)
+            if back % 120 == 7:
+                batch.append(blind_spot(now - back))
             self.inbox.put(batch, now - back)
         self._thread.start()
 

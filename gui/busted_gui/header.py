@@ -11,7 +11,7 @@ from typing import Any
 import dearpygui.dearpygui as dpg
 
 from busted_gui import theme
-from busted_gui.model import human_count
+from busted_gui.model import blind_processes, human_count
 from busted_gui.stream import PROBLEM_STATES, STALE
 
 HELP = (
@@ -60,6 +60,10 @@ class HeaderMixin:
                             self._ids["state"] = dpg.add_text("● CONNECTING", color=theme.AUDIT)
                             theme.bind_font(self._ids["state"], self.fonts.bold)
                             self._ids["rate"] = dpg.add_text("")
+                            self._ids["blind"] = dpg.add_text("", color=theme.DENY)
+                            theme.bind_font(self._ids["blind"], self.fonts.bold)
+                            with dpg.tooltip(self._ids["blind"]):
+                                self._ids["blind_tip"] = dpg.add_text("", wrap=520)
                             self._ids["endpoint"] = dpg.add_text("", color=theme.FAINT)
                 with dpg.group(horizontal=True):
                     self._ids["pause"] = dpg.add_button(
@@ -167,6 +171,10 @@ class HeaderMixin:
         if s.daemon_stats and s.state not in PROBLEM_STATES:
             where += "   ·   " + _daemon_summary(s.daemon_stats)
         dpg.set_value(self._ids["endpoint"], f"   {where}")
+        blind = blind_processes(s.daemon_stats, self.store.blind)
+        dpg.set_value(self._ids["blind"], f"   ⚠ {len(blind)} blind" if blind else "")
+        dpg.set_value(self._ids["blind_tip"], "TLS going out that busted cannot read "
+                      "(busted status, busted doctor --coverage):\n" + "\n".join(blind))
         problem = s.state in PROBLEM_STATES or s.state == STALE
         dpg.configure_item("banner", show=problem)
         if problem:

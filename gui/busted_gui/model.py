@@ -46,6 +46,8 @@ _SEARCH_FIELDS = (
     "pod_name",
     "mcp_method",
     "mcp_tool",
+    "tls_library",
+    "blind_reason",
     "llm_system_prompt",
     "llm_user_message",
     "llm_response_preview",
@@ -245,6 +247,7 @@ class EventStore:
         self.processes: OrderedDict[str, GroupStats] = OrderedDict()
         self.identities: OrderedDict[str, GroupStats] = OrderedDict()
         self.process_names: Counter[str] = Counter()
+        self.blind: dict[int, Event] = {}  # pid -> its last BLIND_SPOT event
         self.rate = RateHistory()
 
     # --- feeding -------------------------------------------------------------------
@@ -317,6 +320,8 @@ class EventStore:
         pid = get("pid") or 0
         self.total += 1
         self.bytes_total += size
+        if get("event_type") == "BLIND_SPOT":
+            self.blind[pid] = event
         if decision:
             self.decisions[decision] += 1
         if pii:
@@ -519,6 +524,8 @@ def format_time(ts: float, millis: bool = True) -> str:
 
 def endpoint_of(event: Event) -> str:
     """What the table shows in the endpoint/class column."""
+    if event.get("event_type") == "BLIND_SPOT":
+        return f"⚠ BLIND · {event.get('tls_library') or 'unknown TLS'}"
     if event.get("mcp_method"):
         tool = event.get("mcp_tool")
         return f"MCP {event['mcp_method']}" + (f" · {tool}" if tool else "")
@@ -527,6 +534,22 @@ def endpoint_of(event: Event) -> str:
     if endpoint:
         return endpoint
     return content_class
+
+
+def blind_processes(stats: dict[str, Any] | None, store_blind: dict[int, Event]) -> list[str]:
+    """The blind programs for the header: the daemon's live table when it sends one,
+    else the processes of the BLIND_SPOT events seen (demo, replays)."""
+    if stats and "blind" in stats:
+        rows = [e for e in stats.get("blind") or [] if e.get("pid") and e.get("alive")]
+    else:
+        rows = list(store_blind.values())
+    seen: dict[int, str] = {}
+    for e in rows:
+        where = e.get("destination") or e.get("sni") or e.get("dst_ip") or "?"
+        seen[e.get("pid") or 0] = (f"{e.get('process_name') or '?'} ({e.get('pid')}) -> {where}: "
+                                   f"{e.get('tls_library') or 'unknown TLS'}, "
+                                   f"{e.get('blind_reason') or ''}")
+    return list(seen.values())
 
 
 def row_cells(event: Event) -> tuple[str, ...]:

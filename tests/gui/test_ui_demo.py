@@ -171,3 +171,13 @@ def test_mouse_clicks_select_rows_and_filter_by_process(launch, display):
                           what="a click on a process to filter the events table")
     pid = state["filter"]["pid"]
     assert state["rows"] and all(r["cells"][1].endswith(f"({pid})") for r in state["rows"])
+
+
+def test_blind_spots_show_in_the_header_and_the_table(launch):
+    ui = launch("--demo")
+    state = ui.wait_state(lambda s: "blind" in (s.get("blind_label") or ""),
+                          what="the header's blind indicator")
+    assert state["blind_label"].strip() == "⚠ 1 blind"
+    state = ui.command(cmd="filter", text="JSSE")
+    assert state["rows"], "the demo's BLIND_SPOT event is in the table"
+    assert all(r["cells"][4] == "⚠ BLIND · Java" for r in state["rows"])
