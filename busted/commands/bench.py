@@ -10,6 +10,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
     "enforce": ("busted.bench.enforce:enforce",
                 "Latency a held write adds and request-loop throughput under --enforce (root)."),
+    "boringssl": ("busted.bench.boringssl:boringssl_bench",
+                  "What the BoringSSL probes cost a Bun program per TLS call (root)."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
@@ -24,6 +26,7 @@ Examples:
   busted bench pipeline --json
   sudo busted bench probes
   sudo busted bench enforce
+  sudo busted bench boringssl
   busted bench classify
 """,
 )
