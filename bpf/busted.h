@@ -54,7 +54,7 @@
 /* record types (rec_head.type) */
 #define REC_DATA 1        /* struct data_rec: a chunk of payload of one call */
 #define REC_SNI 2         /* struct sni_rec: SSL_ctrl(SSL_CTRL_SET_TLSEXT_HOSTNAME) */
-#define REC_SSL_FREE 3    /* struct ssl_rec: SSL_free */
+#define REC_SSL_FREE 3    /* struct ssl_rec: SSL_free, or SSL_do_handshake (BoringSSL) */
 #define REC_CONNECT 4     /* struct conn_rec: a TCP connect() left this process */
 #define REC_ESTABLISHED 5 /* struct conn_rec: ... and the handshake completed */
 #define REC_CLOSE 6       /* struct conn_rec: a tracked TCP socket closed (byte totals) */
