@@ -183,3 +183,17 @@ def test_damaged_file_is_not_claimed(bun_copy, tmp_path):
     assert not boringssl.carries(truncated)
     with pytest.raises(boringssl.NotLocated):
         boringssl.plan(truncated)
+
+
+def test_rip_relative_loads_are_found_across_search_windows():
+    """Position-independent builds load the path with ``lea r, [rip+disp]`` (the pinned
+    binaries are not PIE): found wherever they sit, windows' edges included."""
+    size, target = (1 << 24) + 4096, (1 << 24) + 2048
+    code = bytearray(size)
+    wanted = [0, 5000, (1 << 24) - 12, (1 << 24) - 1, (1 << 24) + 10]
+    for at in wanted:  # lea rcx, [rip+disp] (48 8d 0d) or lea r9, [rip+disp] (4c 8d 0d)
+        code[at:at + 3] = b"\x48\x8d\x0d" if at % 2 else b"\x4c\x8d\x0d"
+        code[at + 3:at + 7] = struct.pack("<i", target - (at + 7))
+    code[9000:9007] = b"\x48\x8d\x0d" + struct.pack("<i", target - 9000)  # off by 7: not it
+    found = boringssl._rip_relative(bytes(code), 0, size, 0, target)
+    assert found == [at + 3 for at in wanted]
