@@ -23,6 +23,7 @@ packages=(
     curl openssl iproute2 util-linux procps dnsutils   # test clients and namespaces
     nodejs                                          # a client that embeds OpenSSL
     gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
+    golang-go                                       # Go 1.19: test clients with crypto/tls
 )
 missing=()
 for p in "${packages[@]}"; do

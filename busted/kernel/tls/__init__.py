@@ -32,7 +32,7 @@ __all__ = ["NotLocated", "ProbeSite", "ElfError", "STACK_MODULES", "stacks", "st
            "carries_tls", "plan", "discover", "targets_of_process", "bpf_programs"]
 
 # Asked in this order: a file is given to the first stack that claims it.
-STACK_MODULES = ("openssl", "boringssl", "rustls")
+STACK_MODULES = ("openssl", "boringssl", "gotls", "rustls")
 
 # Programs that carry their own TLS, looked for at start (so they are probed before they
 # run): names on PATH, and where agents install themselves.

@@ -92,8 +92,12 @@ class MonitorProcess:
         self.ready_after_s = time.monotonic() - started
         return self
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, wait for the exit; MonitorError if it hangs. Returns the exit status."""
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait for the exit; MonitorError if it hangs. Returns the exit status.
+
+        Capture detaches every uprobe before it exits, one at a time in the kernel
+        (~0.1-0.3 s each on the 2-core VM): a session monitor that probed ~100 sites
+        (agents, node and libssl copies, Go binaries) takes 15-30 s to stop."""
         assert self.proc is not None
         self._stop_sub.set()
         if self.proc.poll() is None:

@@ -1,0 +1,3 @@
+module bustedtest
+
+go 1.19
