@@ -114,7 +114,7 @@ def socket_bytes_sent(bpf: Any, sk: int) -> int | None:
 
     try:
         return int(bpf[b"socks"][ct.c_uint64(sk)].sent)
-    except (KeyError, Exception):  # noqa: BLE001 - bcc: KeyError, or a map gone at exit
+    except Exception:  # noqa: BLE001 - bcc: KeyError, or a map gone at exit
         return None
 
 
@@ -270,7 +270,8 @@ class BlindSpots:
         sent = c.sent_at_close if closed else self.sent_bytes(c.sk)
         age = now - c.seen_ns / 1e9
         if sent is None or sent - c.hello_len <= BEYOND_HELLO:
-            return "drop" if closed or sent is None and age > 5.0 or age > GIVE_UP_S else "wait"
+            gone = sent is None and age > 5.0  # the kernel forgot the socket, no close seen
+            return "drop" if closed or gone or age > GIVE_UP_S else "wait"
         if c.over_at is None:
             c.over_at = now
             return "wait"

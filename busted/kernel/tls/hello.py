@@ -19,6 +19,7 @@ cipher_suites<2..2^16-2>, compression_methods<1..2^8-1>, extensions<8..2^16-1>.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 RECORD_HANDSHAKE = 0x16
@@ -100,6 +101,13 @@ class _Reader:
     def left(self) -> int:
         return self.end - self.pos
 
+    def u16s(self) -> list[int]:
+        """Every whole 16-bit value left (one unpack: suites lists are long)."""
+        n = self.left() // 2
+        out = list(struct.unpack_from(f">{n}H", self.data, self.pos))
+        self.pos += 2 * n
+        return out
+
 
 class _Short(Exception):
     """The copy ends inside a field."""
@@ -124,9 +132,7 @@ def parse(data: bytes) -> ClientHello:
         hello.session_id_len = session.left()
         if hello.session_id_len > 32:
             raise HelloError("session id longer than 32 bytes")
-        suites = r.vector(2)
-        while suites.left() >= 2:
-            hello.cipher_suites.append(suites.u16())
+        hello.cipher_suites = r.vector(2).u16s()
         r.vector(1)  # compression methods
         if r.pos == hello.length:
             hello.complete = True  # a hello without extensions (old clients)
@@ -158,13 +164,9 @@ def _extension(hello: ClientHello, kind: int, body: _Reader) -> None:
             proto = protos.vector(1)
             hello.alpn.append(proto.take(proto.left()).decode("ascii", "replace"))
     elif kind == EXT_SUPPORTED_VERSIONS:
-        versions = body.vector(1)
-        while versions.left() >= 2:
-            hello.versions.append(versions.u16())
+        hello.versions = body.vector(1).u16s()
     elif kind == EXT_SUPPORTED_GROUPS:
-        groups = body.vector(2)
-        while groups.left() >= 2:
-            hello.groups.append(groups.u16())
+        hello.groups = body.vector(2).u16s()
     elif kind == EXT_KEY_SHARE:
         shares = body.vector(2)
         while shares.left() >= 4:
