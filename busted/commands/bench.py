@@ -12,6 +12,8 @@ BENCHES: dict[str, tuple[str, str]] = {
                 "Latency a held write adds and request-loop throughput under --enforce (root)."),
     "boringssl": ("busted.bench.boringssl:boringssl_bench",
                   "What the BoringSSL probes cost a Bun program per TLS call (root)."),
+    "rustls": ("busted.bench.rustls:rustls_bench",
+               "What the rustls (aws-lc) probes cost a real Codex per TLS record (root)."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
@@ -27,6 +29,7 @@ Examples:
   sudo busted bench probes
   sudo busted bench enforce
   sudo busted bench boringssl
+  sudo busted bench rustls
   busted bench classify
 """,
 )
