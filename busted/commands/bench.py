@@ -10,6 +10,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "probes": ("busted.bench.probes:probes", "What the kernel probes cost traced programs (root)."),
     "enforce": ("busted.bench.enforce:enforce",
                 "Latency a held write adds and request-loop throughput under --enforce (root)."),
+    "go-tls": ("busted.bench.go_tls:go_tls",
+               "What the Go crypto/tls probes cost a Go program per Write / Read (root)."),
     "boringssl": ("busted.bench.boringssl:boringssl_bench",
                   "What the BoringSSL probes cost a Bun program per TLS call (root)."),
     "rustls": ("busted.bench.rustls:rustls_bench",
@@ -28,6 +30,7 @@ Examples:
   busted bench pipeline --json
   sudo busted bench probes
   sudo busted bench enforce
+  sudo busted bench go-tls
   sudo busted bench boringssl
   sudo busted bench rustls
   busted bench classify

@@ -35,10 +35,16 @@ Where the probes go, and why:
   the probes go on every ``RET`` of ``Read`` instead (single-stepped; n from RAX).
   Never uretprobes: a uretprobe overwrites the return address on the goroutine stack,
   which the runtime moves when the stack grows (and the program then crashes).
-  Fewer probes matter beyond their cost per call: each uprobe takes ~80 ms to detach
-  at the monitor's exit on this VM.
+  Fewer probes matter beyond their cost per call: each uprobe takes 0.1-0.3 s to
+  detach at the monitor's exit on this VM (the kernel does them one at a time).
 - ``(*Conn).clientHandshake`` / ``serverHandshake``: a new connection on a ``*tls.Conn``
   address the garbage collector reused; the program forgets what it knew about it.
+
+When: a Go program is probed when it is exec'd (capture reads its table in ~3 ms), but
+a Go HTTPS client writes its first request 5-10 ms after exec, so without --enforce the
+first request of a binary the monitor has never seen can leave before its probes are in
+(seen in tests as "answer captured, request missing"); under --enforce the exec itself
+is held until the file is probed (bpf/gotls.bpf.c), so nothing leaves unjudged.
 
 The file descriptor is followed in memory (``*tls.Conn`` -> ``net.Conn`` -> ``*net.TCPConn``
 -> ``*netFD`` -> ``pfd.Sysfd``; see the C file), so events carry their connection's
