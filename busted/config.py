@@ -79,8 +79,16 @@ class MonitorConfig:
     hold_deadline_ms: int = 250
     # --- output ------------------------------------------------------------------
     format: str = "text"  # "text" or "json"
-    outputs: tuple[str, ...] = ()  # extra sinks: "file:PATH", "webhook:URL", "syslog:HOST:PORT"
+    outputs: tuple[str, ...] = ()  # extra sinks: "file:PATH", "webhook:URL", "otlp:URL", ...
     verbose: bool = False
+    # Network sinks (busted/sinks.py): spool, headers (their sources, never values), TLS.
+    spool_dir: str = ""  # "" = /var/lib/busted/spool as root, else ~/.local/state/busted/spool
+    spool_max: int = 1 << 30  # bytes per sink's spool; the oldest events go beyond it
+    output_headers: tuple[str, ...] = ()  # "file:PATH" or "env:VAR"
+    output_ca: str = ""  # CA bundle (PEM) that replaces the system's for https / syslog+tls
+    output_gzip: bool = False  # gzip webhook and OTLP bodies
+    otlp_content: bool = False  # prompts and answers in OTLP records (the conventions' opt-in)
+    run_id: str = ""  # this monitor run: the prefix of every event_id (boot id + start time)
     # --- process model -------------------------------------------------------------
     drop_privileges: bool = True
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S

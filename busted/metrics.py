@@ -67,6 +67,7 @@ class _Collector:
                                   "connection (busted status lists them).")
         gauge.add_metric([], float(capture.get("blind_processes", 0.0)))
         yield gauge
+        yield from _sink_families(stats)
         up = GaugeMetricFamily("busted_worker_up", "1 when the worker is running.",
                                labels=["worker"])
         for role, w in stats["workers"].items():
@@ -82,6 +83,48 @@ _ENFORCE_COUNTS = (
     ("late_killed", "Held writes killed at the deadline (--fail-closed)."),
     ("would_kill", "Denies --dry-run did not act on."),
 )
+
+
+_SINK_COUNTS = (
+    ("sent", "Events the receiver acknowledged (--output sinks)."),
+    ("retried", "Events sent again after a failed or unconfirmed delivery."),
+    ("dropped", "Events deleted from the spool at --spool-max before delivery."),
+    ("disk_errors", "Events that could not be spooled (disk full, I/O error)."),
+    ("errors", "Failed delivery attempts."),
+)
+_SINK_GAUGES = (
+    ("spooled_events", "spooled_events", "Events in the spool not yet acknowledged."),
+    ("spooled_bytes", "spooled_bytes", "Bytes in the spool not yet acknowledged."),
+    ("oldest_age_s", "oldest_spooled_age_seconds", "Age of the oldest event not yet acknowledged."),
+)
+
+
+def _sink_families(stats: dict[str, Any]):
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from busted.report import sink_rows
+    from busted.sinks import STATES
+
+    rows = sink_rows(stats)
+    for key, doc in _SINK_COUNTS:
+        family = CounterMetricFamily(f"busted_sink_{key}", doc, labels=["sink", "kind"])
+        for row in rows:
+            family.add_metric([row["label"], row.get("kind", "")], row.get(key, 0))
+        yield family
+    for key, name, doc in _SINK_GAUGES:
+        family = GaugeMetricFamily(f"busted_sink_{name}", doc, labels=["sink", "kind"])
+        for row in rows:
+            if key in row:
+                family.add_metric([row["label"], row.get("kind", "")], float(row[key]))
+        yield family
+    state = GaugeMetricFamily("busted_sink_state", "1 for the sink's current state: sending, "
+                              "retrying, or failing (a configuration error, not retried).",
+                              labels=["sink", "kind", "state"])
+    for row in rows:
+        for name in STATES:
+            state.add_metric([row["label"], row.get("kind", ""), name],
+                             1.0 if row.get("state") == name else 0.0)
+    yield state
 
 
 def serve(address: str, stats: Callable[[], dict[str, Any]]) -> None:

@@ -63,6 +63,52 @@ def totals_line(stats: dict[str, Any]) -> str:
             f"(kernel {stats.get('kernel_lost', 0):,})")
 
 
+def sink_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per --output sink: its state and gauges, with its counters (which the
+    supervisor adds up over output restarts as ``sink:LABEL:KEY``)."""
+    output = stats.get("workers", {}).get("output", {})
+    rows = []
+    for label, info in (output.get("sinks") or {}).items():
+        row = {"label": label, **info}
+        prefix = f"sink:{label}:"
+        row.update({k[len(prefix):]: v for k, v in output.items() if k.startswith(prefix)})
+        rows.append(row)
+    return rows
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def sink_table(stats: dict[str, Any]) -> Table | None:
+    rows = sink_rows(stats)
+    if not rows:
+        return None
+    table = Table(show_edge=False, header_style="bold")
+    for name, justify in (("output", "left"), ("state", "left"), ("sent", "right"),
+                          ("spooled", "right"), ("oldest", "right"), ("retried", "right"),
+                          ("dropped", "right"), ("last error", "left")):
+        table.add_column(name, justify=justify)
+    for row in rows:
+        spooled = "-" if "spooled_events" not in row else \
+            f"{row['spooled_events']:,} ({_bytes(row.get('spooled_bytes', 0))})"
+        oldest = f"{row['oldest_age_s']:.0f}s" if row.get("oldest_age_s") else "-"
+        dropped = row.get("dropped", 0) + row.get("disk_errors", 0)
+        error = row.get("last_error") or ""
+        if row.get("disk_errors"):
+            error = f"{row['disk_errors']:,} not spooled (disk); " + error
+        if row.get("rejected"):
+            error = f"{row['rejected']:,} rejected by the collector; " + error
+        table.add_row(row.get("target", row["label"]), row.get("state", "?"),
+                      f"{row.get('sent', 0):,}", spooled, oldest, f"{row.get('retried', 0):,}",
+                      f"{dropped:,}", error.rstrip("; "))
+    return table
+
+
 def _console(stderr: bool = False) -> Console:
     # Piped output (logs, CI) gets a wide fixed width instead of a squeezed table.
     console = Console(stderr=stderr)
@@ -76,6 +122,8 @@ def print_status(stats: dict[str, Any], console: Console | None = None) -> None:
                   + (" (stopping)" if stats.get("stopping") else ""))
     console.print(worker_table(stats))
     console.print(totals_line(stats))
+    if (sinks := sink_table(stats)) is not None:
+        console.print(sinks)
     if stats.get("blind"):
         console.print(f"⚠ blind programs: TLS busted sees going out but cannot read "
                       f"({len(stats['blind'])}; `busted doctor --coverage` lists every process)")
@@ -87,3 +135,5 @@ def print_summary(stats: dict[str, Any]) -> None:
     console = _console(stderr=True)
     console.print(f"busted: stopped after {stats.get('uptime_s', 0):.1f}s — {totals_line(stats)}")
     console.print(worker_table(stats))
+    if (sinks := sink_table(stats)) is not None:
+        console.print(sinks)

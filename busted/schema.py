@@ -68,6 +68,7 @@ class ProcessedEvent(TypedDict, total=False):
 
     # --- identity of the record -------------------------------------------------
     seq: int  # per-capture-run sequence number: lets consumers count gaps
+    event_id: str  # run id + seq, set by the output worker: receivers de-duplicate on it
     event_type: str  # one of EVENT_TYPES
     timestamp: float  # seconds since the epoch (outputs format it)
     direction: str  # "write" (sent by the local process) or "read"
@@ -142,6 +143,7 @@ class ProcessedEvent(TypedDict, total=False):
 # Every field with the value it reads as when absent. Order is the display order.
 FIELD_DEFAULTS: dict[str, Any] = {
     "seq": 0,
+    "event_id": "",
     "event_type": "",
     "timestamp": 0.0,
     "direction": "",

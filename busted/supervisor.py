@@ -88,7 +88,7 @@ class Worker:
                 continue
             if isinstance(value, int):
                 out[key] += value
-            elif isinstance(value, float):
+            elif isinstance(value, float | dict):  # dict: structured state (output's sinks)
                 gauges[key] = value
         return {**out, **gauges}
 
@@ -96,7 +96,7 @@ class Worker:
         """Fold this incarnation's last counters into the base before a restart."""
         current = self.counters()
         self.base = Counter({k: v for k, v in current.items() if isinstance(v, int)})
-        self.last_gauges = {k: v for k, v in current.items() if isinstance(v, float)}
+        self.last_gauges = {k: v for k, v in current.items() if isinstance(v, float | dict)}
         self.report = {}
 
 

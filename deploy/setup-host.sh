@@ -22,6 +22,7 @@ packages=(
     fonts-dejavu-core                               # the dashboard's font
     curl openssl iproute2 util-linux procps dnsutils   # test clients and namespaces
     nodejs                                          # a client that embeds OpenSSL
+    rsyslog rsyslog-gnutls                          # a real syslog receiver (TCP, TLS) for the sink tests
     gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
     golang-go                                       # Go 1.19: test clients with crypto/tls
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from busted.metrics import parse_address
 from busted.rootfiles import check_private, write_private
 from busted.sinks import parse_spec
 from busted.sources import parse_source
+from busted.spool import MIN_MAX_BYTES as MIN_SPOOL_BYTES
+from busted.workers.output import new_run_id
 
 log = logging.getLogger("busted.monitor")
 
@@ -60,10 +63,13 @@ def _config_from_flags(**opts) -> MonitorConfig:
     kind, arg = parse_source(source)
     if kind == "replay" and not Path(arg).is_file():
         raise UsageError(f"--source replay:{arg}: no such file.")
+    network_sinks = False
     for spec in opts["output"]:
         kind, args = parse_spec(spec)
         if kind == "file":  # refused now rather than by the output worker later
             check_private(args[0], "the --output file")
+        network_sinks |= kind not in ("file", "syslog-udp")
+    _check_sink_flags(opts, network_sinks)
     if opts["metrics"]:
         parse_address(opts["metrics"])
     return MonitorConfig(
@@ -88,6 +94,13 @@ def _config_from_flags(**opts) -> MonitorConfig:
         hold_deadline_ms=opts["hold_deadline_ms"],
         format=opts["format"],
         outputs=tuple(opts["output"]),
+        spool_dir=str(Path(opts["spool_dir"]).absolute()) if opts["spool_dir"] else "",
+        spool_max=parse_size(opts["spool_max"], "--spool-max"),
+        output_headers=tuple(opts["output_header"]),
+        output_ca=str(Path(opts["output_ca"]).absolute()) if opts["output_ca"] else "",
+        output_gzip=opts["output_gzip"],
+        otlp_content=opts["otlp_content"],
+        run_id=new_run_id(),
         verbose=opts["verbose"],
         drop_privileges=not opts["no_drop_privileges"],
         heartbeat_timeout_s=opts["heartbeat_timeout"],
@@ -95,6 +108,38 @@ def _config_from_flags(**opts) -> MonitorConfig:
         node_name=opts["node_name"] or "",
         kubernetes=not opts["no_kubernetes"],
     )
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``1G``, ``512M``, ``64K`` or bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise UsageError(f"{flag} {text}: write a size such as 1G, 512M or 65536.")
+    size = int(match[1]) << (10 * " KMGT".index(match[2].upper() or " "))
+    if size < MIN_SPOOL_BYTES:
+        raise UsageError(f"{flag} {text}: at least {MIN_SPOOL_BYTES >> 10}K.")
+    return size
+
+
+def _check_sink_flags(opts: dict, network_sinks: bool) -> None:
+    """Refuse now what the output worker would refuse later: a spool directory others
+    can change, unreadable or public header files, a CA file that does not load."""
+    parse_size(opts["spool_max"], "--spool-max")
+    if not network_sinks:
+        return
+    from busted.senders import load_headers, tls_context
+    from busted.spool import check_base, default_dir
+
+    check_base(Path(opts["spool_dir"]).absolute() if opts["spool_dir"] else default_dir())
+    load_headers(tuple(opts["output_header"]))  # values are checked, never kept here
+    if opts["output_ca"]:
+        tls_context(opts["output_ca"])
+    if any(spec.startswith("otlp:") for spec in opts["output"]):
+        try:
+            import opentelemetry.proto.logs.v1.logs_pb2  # noqa: F401
+        except ImportError as exc:
+            raise UsageError("--output otlp: needs the opentelemetry-proto package.",
+                             "pip install opentelemetry-proto") from exc
 
 
 @click.command(
@@ -127,7 +172,24 @@ Examples:
               help="Text format: also show connections, DNS and system prompts.")
 @click.option("--output", multiple=True, metavar="SINK",
               help="Extra sink (repeatable): file:PATH (JSON lines), syslog:HOST:PORT (UDP, "
-                   "RFC 5424), webhook:URL (POSTed JSON arrays).")
+                   "RFC 5424), syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT (RFC 5425), "
+                   "webhook:URL (POSTed JSON arrays), otlp:URL (OTLP/HTTP logs). Network "
+                   "sinks spool to disk and deliver at least once.")
+@click.option("--spool-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where network sinks spool undelivered events, one 0700 directory each "
+                   "[default: /var/lib/busted/spool as root].")
+@click.option("--spool-max", default="1G", show_default=True, metavar="SIZE",
+              help="Disk space per sink's spool; beyond it the oldest events are dropped "
+                   "(counted and logged).")
+@click.option("--output-header", multiple=True, metavar="file:PATH|env:VAR",
+              help="HTTP headers for webhook and OTLP sinks ('Name: value' lines), from a "
+                   "private file or an environment variable; never on the command line.")
+@click.option("--output-ca", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="Trust this CA (PEM) instead of the system's for https and syslog+tls.")
+@click.option("--output-gzip", is_flag=True, help="gzip webhook and OTLP request bodies.")
+@click.option("--otlp-content", is_flag=True,
+              help="Put prompts and answers in OTLP records (gen_ai.input.messages, ...); "
+                   "left out by default, as the GenAI conventions ask.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True),
               help="Resolve pods with this kubeconfig (in a cluster: automatic).")
 @click.option("--node-name", metavar="NAME",

@@ -8,7 +8,9 @@ root-owned sinks); it parses nothing untrusted beyond our own batches.
 
 It also counts ``seq`` gaps: events that capture numbered but that never arrived here
 (dropped on a hop, or lost in a worker that crashed), so every produced event is
-accounted for.
+accounted for; and it names each event it writes out (``event_id``: this run's id, from
+the boot id and start time, and the event's ``seq``), so receivers of the at-least-once
+sinks can drop what a retry delivers twice.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
 from busted.config import MonitorConfig
-from busted.sinks import Sink, open_sink
+from busted.sinks import CLOSE_DRAIN_S, Sink, SinkOptions, SpooledSink, open_sink
 from busted.workers.stage import Event, Stage
 
 log = logging.getLogger("busted.output")
@@ -30,6 +33,20 @@ log = logging.getLogger("busted.output")
 _TEXT_PREVIEW = 160  # characters of a prompt shown in text mode
 # Classes shown by the text format without --verbose; JSON shows everything.
 _TEXT_CLASSES = ("LLM_REQUEST", "LLM_RESPONSE", "MCP_REQUEST", "MCP_RESPONSE")
+
+
+# Sink figures that add up over the output worker's restarts (the others are gauges).
+SINK_COUNTERS = ("sent", "retried", "errors", "dropped", "disk_errors", "rejected")
+
+
+def new_run_id() -> str:
+    """Names one monitor run in every ``event_id``: the kernel's boot id (12 hex digits)
+    and the start time in milliseconds (hex), so ids do not repeat across runs."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().replace("-", "").strip()[:12]
+    except OSError:
+        boot = os.urandom(6).hex()
+    return f"{boot}-{time.time_ns() // 1_000_000:x}"
 
 
 def _json_default(value: Any) -> Any:
@@ -151,11 +168,15 @@ class OutputStage(Stage):
         self.expected_seq: int | None = None
         self.stdout_ok = True
         self.sinks: list[Sink] = []
+        self.run_id = config.run_id or new_run_id()
+        self._seq_seen: dict[int, int] = {}  # recent seqs: several events may share one
+        self._unnumbered = 0
 
     def setup(self) -> None:
         if self.stream is None:
             self.stream = os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
-        self.sinks = [open_sink(spec) for spec in self.config.outputs]
+        options = SinkOptions.from_config(self.config)
+        self.sinks = [open_sink(spec, options) for spec in self.config.outputs]
 
     def process(self, events: list[Event]) -> list[Event]:
         self._count_gaps(events)
@@ -165,6 +186,7 @@ class OutputStage(Stage):
             lines = [t for t in (to_text(e, self.config.verbose) for e in events) if t]
             data = ("\n".join(lines) + "\n").encode() if lines else b""
         if fmt == "json" or self.sinks:
+            self._name_events(events)
             json_lines = [to_json_line(e) for e in events]
             for sink in self.sinks:
                 sink.write(json_lines)
@@ -179,6 +201,23 @@ class OutputStage(Stage):
                 self.stdout_ok = False
                 log.warning("stdout closed; events are still published on events.sock")
         return events
+
+    def _name_events(self, events: list[Event]) -> None:
+        """``event_id`` = run id + seq; a message classify emitted with the seq of the
+        capture that completed it may share that seq: the second gets ``.1``, and so on."""
+        run, seen = self.run_id, self._seq_seen
+        for event in events:
+            seq = event.get("seq")
+            if not isinstance(seq, int):
+                self._unnumbered += 1
+                event["event_id"] = f"{run}-u{os.getpid()}.{self._unnumbered}"
+                continue
+            n = seen.get(seq, 0)
+            seen[seq] = n + 1
+            event["event_id"] = f"{run}-{seq}.{n}" if n else f"{run}-{seq}"
+        if len(seen) > 8192:  # keep the newest half (dicts keep insertion order)
+            for seq in list(seen)[:4096]:
+                del seen[seq]
 
     def _count_gaps(self, events: list[Event]) -> None:
         """Count seq numbers that never arrived. An event may also arrive late (classify
@@ -199,14 +238,30 @@ class OutputStage(Stage):
         self.expected_seq = expected
 
     def tick(self, now: float) -> list[Event]:
+        """Sink health for status: counters as ``sink:LABEL:KEY`` (summed over restarts),
+        state, last error and spool gauges under ``sinks``."""
+        if not self.sinks:
+            return []
+        info = {}
         for sink in self.sinks:
-            for key, value in sink.stats.items():
-                self.stats[f"{sink.name}_{key}"] = value
+            health = sink.health()
+            for key in SINK_COUNTERS:
+                if key in health:
+                    self.stats[f"sink:{sink.label}:{key}"] = int(health[key])
+            info[sink.label] = {k: v for k, v in health.items() if k not in SINK_COUNTERS}
+        self.stats["sinks"] = info
         return []
 
     def close(self) -> list[Event]:
+        """Network sinks deliver what they can in CLOSE_DRAIN_S (all at once); the
+        rest stays in their spools for the next monitor."""
+        deadline = time.monotonic() + CLOSE_DRAIN_S
         for sink in self.sinks:
-            sink.close()
+            sink.close(deadline)
+        for sink in self.sinks:
+            if isinstance(sink, SpooledSink):
+                sink.join()
+        self.tick(time.monotonic())
         return []
 
 
