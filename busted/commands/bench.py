@@ -16,6 +16,8 @@ BENCHES: dict[str, tuple[str, str]] = {
                   "What the BoringSSL probes cost a Bun program per TLS call (root)."),
     "rustls": ("busted.bench.rustls:rustls_bench",
                "What the rustls (aws-lc) probes cost a real Codex per TLS record (root)."),
+    "outputs": ("busted.bench.outputs:outputs",
+                "Events/s through each network sink, and recovery after a receiver outage."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
     "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
