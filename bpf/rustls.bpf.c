@@ -7,7 +7,8 @@
  * probes go is found by busted/kernel/tls/rustls.py.
  *
  * - Writes: read at seal's ENTRY, before the record is encrypted in place. That is also
- *   where --enforce holds a write (as tls.bpf.c does at SSL_write).
+ *   where --enforce holds a write (as tls.bpf.c does at SSL_write). TLS 1.2 records
+ *   are sealed with EVP_AEAD_CTX_seal_scatter instead (its stack holds more arguments).
  * - Reads: open's entry keeps (ctx, out, out_len) per thread, its return reads the
  *   decrypted record.
  * - Which records: the additional data tells. TLS 1.3 (5 bytes: 17 03 03 + ciphertext
@@ -149,20 +150,13 @@ static __always_inline u64 appdata_len(u64 buf, u64 n)
     return 0;
 }
 
-int aead_seal_enter(struct pt_regs *ctx)
+/* A record about to be encrypted: sent on (and held under --enforce) if it is
+ * application data. */
+static __always_inline int seal_record(struct pt_regs *ctx, u64 id, struct aead_args *p)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    if (skip_self(id))
-        return 0;
     u32 pid = id >> 32;
-#ifdef ENFORCE
-    if (kill_on_write.lookup(&pid)) {
-        bpf_send_signal(BT_SIGKILL);
-        return 0;
-    }
-#endif
-    struct aead_args a = {};
-    if (read_args(ctx, &a) != 0 || a.in_len == 0 || a.in_len > TLS_MAX_INNER + 1)
+    struct aead_args a = *p;
+    if (a.in_len == 0 || a.in_len > TLS_MAX_INNER + 1)
         return 0;
     int kind = record_kind(&a, a.in_len + AEAD_TAG_LEN);
     u64 n = kind == 13 ? appdata_len(a.in, a.in_len) : (kind == 12 ? a.in_len : 0);
@@ -188,6 +182,46 @@ int aead_seal_enter(struct pt_regs *ctx)
 #endif
     emit_data(SRC_TLS, DIR_WRITE, conn_id, fd, a.in, n, 0);
     return 0;
+}
+
+static __always_inline int seal_killed(u64 id)
+{
+#ifdef ENFORCE
+    u32 pid = id >> 32;
+    if (kill_on_write.lookup(&pid)) {
+        bpf_send_signal(BT_SIGKILL);
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+/* EVP_AEAD_CTX_seal: TLS 1.3 records (and TLS 1.2 ones where the provider uses it) */
+int aead_seal_enter(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id) || seal_killed(id))
+        return 0;
+    struct aead_args a = {};
+    if (read_args(ctx, &a) != 0)
+        return 0;
+    return seal_record(ctx, id, &a);
+}
+
+/* EVP_AEAD_CTX_seal_scatter(ctx, out, out_tag, *out_tag_len, max_out_tag_len, nonce,
+ * nonce_len, in, in_len, extra_in, extra_in_len, ad, ad_len): rustls seals TLS 1.2
+ * records with it (the tag apart). On the stack: [sp+8] nonce_len, [sp+16] in,
+ * [sp+24] in_len, [sp+32] extra_in, [sp+40] extra_in_len, [sp+48] ad, [sp+56] ad_len. */
+int aead_seal_scatter_enter(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (skip_self(id) || seal_killed(id))
+        return 0;
+    u64 s[7] = {};
+    if (bpf_probe_read_user(s, sizeof(s), (void *)(PT_REGS_SP(ctx) + 8)) != 0 || s[4] != 0)
+        return 0; /* extra_in (plaintext sealed apart) is not what rustls does */
+    struct aead_args a = {.in = s[1], .in_len = s[2], .ad = s[5], .ad_len = s[6]};
+    return seal_record(ctx, id, &a);
 }
 
 int aead_open_enter(struct pt_regs *ctx)

@@ -16,14 +16,19 @@ busted/kernel/tls/rustls.py and attached by the real monitor.
 from __future__ import annotations
 
 import signal
+import ssl
 import uuid
 
 import pytest
 
 from .harness import codex as codex_harness
+from .harness import fake_apis
 from .harness.codex import Codex
 from .harness.events import summarize
+from .harness.http_server import HttpServer
 from .harness.monitor import MonitorProcess, find_busted
+from .harness.namespace import ClientNamespace
+from .harness.pki import HOSTS
 
 pytestmark = pytest.mark.privileged
 
@@ -52,6 +57,22 @@ def enforcing(tls_server):
     alive = proc.alive()
     status = proc.stop()
     assert alive and status == 0, f"the enforcing monitor failed ({status}):\n{proc.stderr_tail()}"
+
+
+@pytest.fixture(scope="module")
+def tls12(pki, loopback_addr, harness_dir):
+    """The fake APIs again, on an address of their own, speaking TLS 1.2 at most (rustls
+    then seals with EVP_AEAD_CTX_seal_scatter, and the records' additional data is the
+    13-byte TLS 1.2 header)."""
+    a, b, c, d = loopback_addr.split(".")
+    address = f"{a}.{b}.{c}.{(int(d) + 1) % 254 + 1}"  # not blocked_addr (d + 1)
+    contexts = {host: pki.server_context(host) for host in HOSTS}
+    for context in contexts.values():
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    directory = harness_dir / "tls12"
+    directory.mkdir(exist_ok=True)
+    with HttpServer(address, 443, fake_apis.route, contexts, default_host=HOSTS[0]) as server:
+        yield server, ClientNamespace(directory, address, HOSTS, pki.ca_pem)
 
 
 def _prompt(word: str) -> str:
@@ -108,6 +129,13 @@ def test_codex_turn_over_https_with_sse(codex, monitor, tls_server, loopback_add
     prompt = _prompt("say hi over https")
     run = codex.run(prompt, https=True)
     _check_turn(monitor, tls_server, loopback_addr, run, prompt, "POST")
+
+
+def test_codex_turn_over_tls12(codex, monitor, tls12, harness_dir):
+    server, namespace = tls12
+    prompt = _prompt("say hi over tls 1.2")
+    run = Codex(namespace, codex.version, harness_dir).run(prompt)
+    _check_turn(monitor, server, namespace.address, run, prompt, "WS")
 
 
 def test_denied_codex_prompt_is_stopped_before_the_api_gets_it(codex, enforcing, tls_server):

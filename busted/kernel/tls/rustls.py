@@ -21,6 +21,7 @@ from the ``.eh_frame_hdr`` table of FDEs), and each function is known by its exa
 of reasons, which is what aead.c's checks are:
 
 - ``EVP_AEAD_CTX_seal``: {103, 115, 117};
+- ``EVP_AEAD_CTX_seal_scatter``: {112, 115} (rustls seals TLS 1.2 records with it);
 - ``EVP_AEAD_CTX_open``: {101, 103, 104, 115};
 - ``EVP_AEAD_CTX_init_with_direction``: {120} (``EVP_AEAD_CTX_init``, {120, 124},
   inlines it and is probed too when found).
@@ -56,6 +57,7 @@ RING_MARK = re.compile(rb"/ring-0\.\d+\.\d+/src/")
 ERR_LIB_CIPHER = 30
 
 SEAL = frozenset({103, 115, 117})
+SEAL_SCATTER = frozenset({112, 115})
 OPEN = frozenset({101, 103, 104, 115})
 INIT_WITH_DIRECTION = frozenset({120})
 INIT = frozenset({120, 124})
@@ -264,11 +266,12 @@ def locate(elf: ElfFile) -> dict[str, int]:
 
 def identify(reasons: dict[int, set[int]]) -> dict[str, int]:
     """Name the functions by their reason sets: each wanted set must be held by exactly
-    one function (``EVP_AEAD_CTX_init`` is optional: rustls does not call it)."""
+    one function (``EVP_AEAD_CTX_init`` is optional: rustls does not call it; so is
+    ``EVP_AEAD_CTX_seal_scatter``, which only TLS 1.2 connections use)."""
     found: dict[str, int] = {}
     for name, want, required in (("seal", SEAL, True), ("open", OPEN, True),
                                  ("init_with_direction", INIT_WITH_DIRECTION, True),
-                                 ("init", INIT, False)):
+                                 ("seal_scatter", SEAL_SCATTER, False), ("init", INIT, False)):
         matches = [fn for fn, got in reasons.items() if got == want]
         if len(matches) == 1:
             found[name] = matches[0]
@@ -282,6 +285,7 @@ def identify(reasons: dict[int, set[int]]) -> dict[str, int]:
 
 _PROGRAMS = (
     ("seal", "aead_seal_enter", False, "EVP_AEAD_CTX_seal: plaintext record before encryption"),
+    ("seal_scatter", "aead_seal_scatter_enter", False, "EVP_AEAD_CTX_seal_scatter: TLS 1.2 records"),
     ("open", "aead_open_enter", False, "EVP_AEAD_CTX_open"),
     ("open", "aead_open_return", True, "plaintext record after decryption"),
     ("init_with_direction", "aead_init_enter", False,
