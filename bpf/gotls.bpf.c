@@ -38,6 +38,11 @@
  * *tls.Conn addresses, so a new handshake forgets the verdict and facts kept about the
  * address and tells userspace (REC_SSL_FREE) to do the same.
  *
+ * Cost (busted bench go-tls, 2-core VM, loaded): BPF time per call ~250 ns for Write
+ * (gotls_write_enter), ~500 ns for Read (enter ~260 + copy ~240); the monitor adds
+ * ~0.7 us of CPU per 100-byte Write and ~0.9 us per Read; the handshake program
+ * (~6 us) runs once per connection.
+ *
  * Enforcement (-DENFORCE): as tls.bpf.c does for SSL_write - a write of a holdable
  * process on a connection not judged uninteresting is sent with FLAG_HELD and the process
  * stopped (SIGSTOP, all its threads) before crypto/tls encrypts a byte; a process in
