@@ -316,11 +316,17 @@ class Spool:
 
     # --- writing (the output worker's thread) ---------------------------------------
     def _new_segment(self) -> None:
+        num = self._last_num + 1
+        try:
+            fd = self._open_file(self._name(num), os.O_WRONLY | os.O_APPEND)
+        except SpoolError:
+            if self._write_fd < 0:
+                raise
+            return  # (disk full?) the current segment grows past its size instead
+        self._last_num = num
         if self._write_fd >= 0:
             os.close(self._write_fd)
-        self._last_num += 1
-        num = self._last_num
-        self._write_fd = self._open_file(self._name(num), os.O_WRONLY | os.O_APPEND)
+        self._write_fd = fd
         self.segments.append(_Segment(num))
         if len(self.segments) == 1:
             self.committed = Pos(num, 0, 0)
@@ -383,6 +389,8 @@ class Spool:
                 if not self.segments[0].count:
                     return
                 self._new_segment()  # the only segment is full of old events: start anew
+                if len(self.segments) == 1:
+                    return  # no new segment (disk full): nothing can be made room for
             oldest = self.segments.pop(0)
             lost = oldest.count - (self.committed.idx if self.committed.seg == oldest.num else 0)
             self._remove_segment(oldest.num)

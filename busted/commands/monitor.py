@@ -64,6 +64,8 @@ def _config_from_flags(**opts) -> MonitorConfig:
     if kind == "replay" and not Path(arg).is_file():
         raise UsageError(f"--source replay:{arg}: no such file.")
     network_sinks = False
+    if len(set(opts["output"])) < len(opts["output"]):
+        raise UsageError("the same --output is given twice.")
     for spec in opts["output"]:
         kind, args = parse_spec(spec)
         if kind == "file":  # refused now rather than by the output worker later

@@ -223,4 +223,17 @@ def _daemon_summary(stats: dict[str, Any]) -> str:
         parts.append(f"up {hours} h {rest // 60:02d} min" if hours else f"up {rest // 60} min")
     if restarts:
         parts.append(f"{restarts} restart{'s' if restarts > 1 else ''}")
+    parts += _sink_troubles(workers.get("output") or {})
     return "   ·   ".join(parts)
+
+
+def _sink_troubles(output: dict[str, Any]) -> list[str]:
+    """ "webhook retrying (1.2k spooled)": the --output sinks that are behind or failing."""
+    out = []
+    for sink in (output.get("sinks") or {}).values():
+        if not isinstance(sink, dict):
+            continue
+        state, spooled = sink.get("state", "sending"), int(sink.get("spooled_events") or 0)
+        if state != "sending" or spooled > 1000:
+            out.append(f"{sink.get('kind', 'sink')} {state} ({human_count(spooled)} spooled)")
+    return out
