@@ -145,6 +145,30 @@ class Reassembler:
             self._evict(out)
         return out
 
+    def peek(self, pid: Any, conn_id: Any, direction: str = "write") -> Event | None:
+        """An event for the HTTP/1 request still in progress on a connection, as it stands
+        (head and body so far; ``truncated``), or None. Nothing is consumed: the
+        complete message still comes out of :meth:`feed` later. Used to judge a held
+        write that sends one piece of a request (agents write a large body in several
+        calls): its policy decision need not wait for the last piece."""
+        conn = self._conns.get((pid, conn_id))
+        side = conn.dirs.get(direction) if conn is not None else None
+        parser = side.parser if side is not None else None
+        if not isinstance(parser, Http1Parser):
+            return None
+        msg = parser.peek()
+        if msg is None or msg.kind != "request":
+            return None
+        try:
+            fields = classify_message(msg, conn.ctx)
+        except Exception as exc:  # a classifier bug must not stop the answer
+            self.stats[f"classify_error_{type(exc).__name__}"] += 1
+            return None
+        self.stats["merged"] += 1  # _event takes one back: a peek merges nothing
+        event = self._event(side, fields, msg.wire_bytes, True)
+        self.stats["peeks"] += 1
+        return event
+
     def close(self, pid: Any, conn_id: Any, seq: Any = None) -> list[Event]:
         """The connection closed: emit what it still holds and forget it."""
         if seq is not None:
