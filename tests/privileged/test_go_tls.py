@@ -84,7 +84,6 @@ class GoBuilds:
         return self.clients[(label, stripped)]
 
 
-
 @pytest.fixture(scope="module")
 def go_bins(tmp_path_factory) -> GoBuilds:
     """The client built four ways and the HTTP/2 server. A binary's name is the process
