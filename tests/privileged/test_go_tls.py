@@ -11,9 +11,10 @@ server and sends the real name in SNI and Host. A binary's probes are attached w
 first runs: without --enforce the monitor does not promise to beat a fresh binary's
 first milliseconds (a Go client sends its request ~5-10 ms after exec), so each binary
 is first run once idle and the monitor seen probing it (``primed``); the test of a
-program new to the monitor gives it an agent's pause before its request instead, and the
-enforcing monitor, which holds a fresh program at exec until it is probed, is tested
-with a fresh copy sending at once.
+program new to the monitor gives it an agent's pause before its request instead. The
+monitor never holds a process at exec (a stop of every new program on the host until
+capture has looked at it costs too much and risks too much), so the enforcing monitor
+too is tested with a binary it has probed.
 """
 
 from __future__ import annotations
@@ -318,8 +319,9 @@ def enforcing(tls_server):
 
 def test_enforce_kills_a_denied_go_request_before_it_leaves(enforcing, tls_server, namespace,
                                                            fresh_go):
-    """A Go program the enforcing monitor never saw, sending at once: held at its exec
-    until probed, then held at its Write, judged, killed."""
+    """A Go program started after the enforcing monitor: probed at its first run, then
+    its denied request is held at its Write, judged and killed."""
+    _prime(enforcing, namespace, fresh_go)
     marker = _marker("berko")
     result = _chat(namespace, fresh_go, f"please tell {marker} a joke", "-http1", check=False)
     assert result.returncode == -signal.SIGKILL, (
