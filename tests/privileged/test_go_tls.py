@@ -343,6 +343,7 @@ def test_enforce_lets_an_allowed_go_request_complete(enforcing, tls_server, h2, 
                                                      go_bins, proto):
     prompt = _marker("hello")
     client_bin = go_bins.client("debian", True)
+    _prime(enforcing, namespace, client_bin)  # this monitor meets it here first
     if proto == "http1":
         client = _chat(namespace, client_bin, prompt, "-http1")
         answer = tls_server.wait_for_request(lambda r: prompt.encode() in r.body).answer
