@@ -31,12 +31,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from busted.classifier.providers import provider_for_host
+from busted.kernel.lru import Lru
 from busted.kernel.tls import identify
 from busted.kernel.tls.hello import ClientHello
 
@@ -149,18 +149,6 @@ def explain(library: str, exe: str, unlocated: str, probed: str) -> tuple[str, s
     return ("no TLS library busted knows was found in the process", _GENERIC_ADVICE)
 
 
-class _Lru(OrderedDict):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        if len(self) > self.limit:
-            self.popitem(last=False)
-
-
 @dataclass
 class _Program:
     """What admission learnt about a process (cached a little: a process opens many
@@ -188,9 +176,9 @@ class BlindSpots:
         self.clock = clock
         self.wall = wall
         self.candidates: dict[tuple[int, int], TlsConnection] = {}
-        self._programs: _Lru = _Lru(1024)  # pid -> _Program
-        self._last_event: _Lru = _Lru(MAX_REPORTED)  # (pid, destination) -> clock
-        self.blind: _Lru = _Lru(MAX_REPORTED)  # (pid, destination) -> status entry
+        self._programs: Lru = Lru(1024)  # pid -> _Program
+        self._last_event: Lru = Lru(MAX_REPORTED)  # (pid, destination) -> clock
+        self.blind: Lru = Lru(MAX_REPORTED)  # (pid, destination) -> status entry
         self.events = 0  # BLIND_SPOT events emitted
         self._next_check = 0.0
 

@@ -21,7 +21,6 @@ import ipaddress
 import os
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,26 +28,13 @@ from typing import Any
 from busted.kernel import dns, records
 from busted.kernel.blindspots import TlsConnection
 from busted.kernel.containers import container_id_of_pid
+from busted.kernel.lru import Lru
 from busted.kernel.tls import hello as tls_hello
 
 Event = dict[str, Any]
 
 _MAX_ENTRIES = 65536  # per table: bounded memory whatever the traffic
 _MAX_PENDING = 4096  # calls whose later chunks are still due
-
-
-class _Lru(OrderedDict):
-    """A dict that forgets its oldest entries beyond ``limit``."""
-
-    def __init__(self, limit: int = _MAX_ENTRIES) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        if len(self) > self.limit:
-            self.popitem(last=False)
 
 
 @dataclass
@@ -104,24 +90,24 @@ class Tracker:
         self.proc = proc
         # bpf_ktime_get_ns is CLOCK_MONOTONIC: one offset turns it into wall time
         self._wall_offset = clock() - monotonic_ns() / 1e9
-        self._procs: _Lru = _Lru(4096)  # pid -> (process_name, container_id)
-        self._exec_names: _Lru = _Lru(4096)  # pid -> name of the program it exec'd
-        self._sni: _Lru = _Lru()  # (pid, ssl) -> name
-        self._ssl_fd: _Lru = _Lru()  # (pid, ssl) -> fd
-        self._by_fd: _Lru = _Lru()  # (pid, fd) -> Conn
-        self._by_sk: _Lru = _Lru()  # sk -> (pid, fd, Conn, proc fields)
-        self._ssl_sk: _Lru = _Lru()  # (pid, ssl) -> sk first seen for a fd-less SSL
+        self._procs: Lru = Lru(4096)  # pid -> (process_name, container_id)
+        self._exec_names: Lru = Lru(4096)  # pid -> name of the program it exec'd
+        self._sni: Lru = Lru(_MAX_ENTRIES)  # (pid, ssl) -> name
+        self._ssl_fd: Lru = Lru(_MAX_ENTRIES)  # (pid, ssl) -> fd
+        self._by_fd: Lru = Lru(_MAX_ENTRIES)  # (pid, fd) -> Conn
+        self._by_sk: Lru = Lru(_MAX_ENTRIES)  # sk -> (pid, fd, Conn, proc fields)
+        self._ssl_sk: Lru = Lru(_MAX_ENTRIES)  # (pid, ssl) -> sk first seen for a fd-less SSL
         self._pending: dict[tuple[int, int, int, int], _Pending] = {}
-        self.ip_names: _Lru = _Lru()  # dst ip -> DNS name
+        self.ip_names: Lru = Lru(_MAX_ENTRIES)  # dst ip -> DNS name
         # (pid, SSL*) -> (fd, sni) from the kernel's ssl_infos map: the fallback when a
         # flood dropped the SNI / SSL_set_fd records (set by the source)
         self.ssl_info: Callable[[int, int], tuple[int, str] | None] = lambda pid, ssl: None
-        self._ssl_checked: _Lru = _Lru()
+        self._ssl_checked: Lru = Lru(_MAX_ENTRIES)
         self.errors: dict[str, int] = {}
         # for busted.kernel.blindspots: connections whose hello was seen since it last
         # asked, and (pid, sni or "") -> kernel time of the last TLS plaintext seen
         self._new_tls: list[TlsConnection] = []
-        self.plaintext_seen: _Lru = _Lru()
+        self.plaintext_seen: Lru = Lru(_MAX_ENTRIES)
 
     # --- helpers ----------------------------------------------------------------------
 
