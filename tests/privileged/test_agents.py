@@ -28,19 +28,13 @@ import pytest
 
 from .harness import agents
 from .harness.events import Event, payload_text, summarize
-from .harness.monitor import MonitorProcess, find_busted
+from .harness.monitor import berko_rule, enforcing_monitor
 from .harness.pki import ANTHROPIC_HOST, BORING_HOST
 
 pytestmark = pytest.mark.privileged
 
 TIMEOUT = 30.0
 RUN_TIMEOUT = 120.0  # one agent run on a loaded 2-core machine
-BERKO_RULE = """package busted
-default decision = "allow"
-decision = "deny" {
-    input.llm_provider == "Anthropic"
-    contains(input.tls_payload, "berko")
-}"""
 
 
 def _marker(label: str) -> str:
@@ -125,13 +119,8 @@ def test_bun_reused_ssl_object_does_not_inherit_a_verdict(monitor, tls_server, c
 
 @pytest.fixture(scope="module")
 def enforcing(tls_server):
-    proc = MonitorProcess(find_busted(), extra_args=("--enforce", "--rule", BERKO_RULE),
-                          subscribe=False).start()
-    yield proc
-    alive = proc.alive()
-    status = proc.stop()
-    assert alive, f"the monitor died during the tests (status {status}):\n{proc.stderr_tail()}"
-    assert status == 0, f"monitor exited with status {status}:\n{proc.stderr_tail()}"
+    with enforcing_monitor(berko_rule("Anthropic")) as proc:
+        yield proc
 
 
 @pytest.mark.parametrize("name", agents.names("claude-"))

@@ -26,19 +26,13 @@ from .harness import fake_apis
 from .harness.codex import Codex
 from .harness.events import summarize
 from .harness.http_server import HttpServer
-from .harness.monitor import MonitorProcess, find_busted
+from .harness.monitor import berko_rule, enforcing_monitor
 from .harness.namespace import ClientNamespace
 from .harness.pki import HOSTS
 
 pytestmark = pytest.mark.privileged
 
 TIMEOUT = 30.0
-BERKO_RULE = """package busted
-default decision = "allow"
-decision = "deny" {
-    input.llm_provider == "OpenAI"
-    contains(input.tls_payload, "berko")
-}"""
 
 
 @pytest.fixture(scope="module", params=codex_harness.VERSIONS)
@@ -51,12 +45,8 @@ def codex(request, namespace, harness_dir):
 
 @pytest.fixture(scope="module")
 def enforcing(tls_server):
-    proc = MonitorProcess(find_busted(), extra_args=("--enforce", "--rule", BERKO_RULE),
-                          subscribe=False).start()
-    yield proc
-    alive = proc.alive()
-    status = proc.stop()
-    assert alive and status == 0, f"the enforcing monitor failed ({status}):\n{proc.stderr_tail()}"
+    with enforcing_monitor(berko_rule("OpenAI")) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

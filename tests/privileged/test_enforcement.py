@@ -23,17 +23,12 @@ import pytest
 from polling import wait_for
 
 from .harness.events import Event, summarize
-from .harness.monitor import MonitorProcess, find_busted
+from .harness.monitor import MonitorProcess, berko_rule, enforcing_monitor, find_busted
 from .harness.pki import BORING_HOST
 
 pytestmark = pytest.mark.privileged
 
-BERKO_RULE = """package busted
-default decision = "allow"
-decision = "deny" {
-    input.llm_provider == "OpenAI"
-    contains(input.tls_payload, "berko")
-}"""
+BERKO_RULE = berko_rule("OpenAI")
 TIMEOUT = 30.0
 
 
@@ -41,22 +36,10 @@ def _block_rule(address: str) -> str:
     return f'package busted\nimport rego.v1\nblock_destinations contains "{address}:443"'
 
 
-def _start(*args: str) -> MonitorProcess:
-    return MonitorProcess(find_busted(), extra_args=args, subscribe=False).start()
-
-
-def _stop(proc: MonitorProcess) -> None:
-    alive = proc.alive()
-    status = proc.stop()
-    assert alive, f"the monitor died during the tests (status {status}):\n{proc.stderr_tail()}"
-    assert status == 0, f"monitor exited with status {status}:\n{proc.stderr_tail()}"
-
-
 @pytest.fixture(scope="module")
 def enforcing(tls_server, blocked_addr):
-    proc = _start("--enforce", "--rule", BERKO_RULE, "--rule", _block_rule(blocked_addr))
-    yield proc
-    _stop(proc)
+    with enforcing_monitor(BERKO_RULE, _block_rule(blocked_addr)) as proc:
+        yield proc
 
 
 def _marker(label: str) -> str:

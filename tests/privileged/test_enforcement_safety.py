@@ -15,9 +15,9 @@ from busted.kernel.procstat import is_stopped
 from busted.proctitle import comm_name
 
 from .harness.events import summarize
-from .harness.monitor import MonitorProcess
+from .harness.monitor import MonitorProcess, start_enforcing, stop_checked
 from .harness.pki import BORING_HOST
-from .test_enforcement import BERKO_RULE, _block_rule, _curl, _enforcement, _marker, _start, _stop
+from .test_enforcement import BERKO_RULE, _block_rule, _curl, _enforcement, _marker
 
 pytestmark = pytest.mark.privileged
 
@@ -49,7 +49,7 @@ def test_killing_the_monitor_while_a_process_is_held_leaves_it_running(tls_serve
     """``classify`` frozen: capture knows the hold and told the watchdog. ``capture``
     frozen: it never reads the held write's record; only the kernel's note of the stop
     (the held_pids map the watchdog holds) tells the watchdog whom to resume."""
-    monitor = _start("--enforce", "--hold-deadline-ms", "8000", "--rule", BERKO_RULE)
+    monitor = start_enforcing(BERKO_RULE, extra_args=("--hold-deadline-ms", "8000"))
     classify = capture = 0
     try:
         classify = _worker_pid(monitor, "classify")
@@ -90,7 +90,7 @@ def test_killing_the_monitor_while_a_process_is_held_leaves_it_running(tls_serve
 
 
 def test_dry_run_acts_on_nothing(tls_server, clients, namespace, blocked_addr):
-    monitor = _start("--enforce", "--dry-run", "--rule", BERKO_RULE, "--rule", _block_rule(blocked_addr))
+    monitor = start_enforcing(BERKO_RULE, _block_rule(blocked_addr), extra_args=("--dry-run",))
     try:
         marker = _marker("berko")
         result = clients.openai(f"tell {marker} a joke")
@@ -109,4 +109,4 @@ def test_dry_run_acts_on_nothing(tls_server, clients, namespace, blocked_addr):
         actions = {e.get("action") for e in monitor.events.snapshot() if e.get("event_type") == "ENFORCEMENT"}
         assert actions <= {"would-kill", "would-block-connect"}, actions
     finally:
-        _stop(monitor)
+        stop_checked(monitor)

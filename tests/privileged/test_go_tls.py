@@ -35,7 +35,7 @@ import pytest
 
 from .harness.clients import ClientResult
 from .harness.events import Event, summarize
-from .harness.monitor import MonitorProcess, find_busted
+from .harness.monitor import MonitorProcess, berko_rule, enforcing_monitor
 from .harness.namespace import ClientNamespace
 from .harness.pki import HOSTS, OPENAI_HOST
 
@@ -44,12 +44,6 @@ pytestmark = pytest.mark.privileged
 GO_SOURCES = Path(__file__).resolve().parent / "harness" / "go"
 OPENAI_CHAT = f"https://{OPENAI_HOST}/v1/chat/completions"
 TIMEOUT = 30.0
-BERKO_RULE = """package busted
-default decision = "allow"
-decision = "deny" {
-    input.llm_provider == "OpenAI"
-    contains(input.tls_payload, "berko")
-}"""
 
 
 # --- building -------------------------------------------------------------------------
@@ -309,12 +303,8 @@ def test_go_program_new_to_the_monitor(monitor, tls_server, namespace, fresh_go,
 
 @pytest.fixture(scope="module")
 def enforcing(tls_server):
-    proc = MonitorProcess(find_busted(), extra_args=("--enforce", "--rule", BERKO_RULE),
-                          subscribe=False).start()
-    yield proc
-    alive = proc.alive()
-    status = proc.stop()
-    assert alive and status == 0, f"the enforcing monitor failed ({status}):\n{proc.stderr_tail()}"
+    with enforcing_monitor(berko_rule("OpenAI")) as proc:
+        yield proc
 
 
 def test_enforce_kills_a_denied_go_request_before_it_leaves(enforcing, tls_server, namespace,

@@ -25,6 +25,8 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -191,6 +193,48 @@ class MonitorProcess:
             self.stderr_lines.append(line)
             if READY.search(line):
                 self._ready.set()
+
+
+def berko_rule(provider: str) -> str:
+    """The seed README's inline rule adapted to ``provider``: deny a request to it whose
+    plaintext contains "berko"."""
+    return f"""package busted
+default decision = "allow"
+decision = "deny" {{
+    input.llm_provider == "{provider}"
+    contains(input.tls_payload, "berko")
+}}"""
+
+
+def start_enforcing(*rules: str, extra_args: tuple[str, ...] = ()) -> MonitorProcess:
+    """``busted monitor --enforce EXTRA_ARGS --rule RULE...`` started and ready (its JSON
+    output read; events.sock only for stats)."""
+    argv = ["--enforce", *extra_args]
+    for rule in rules:
+        argv += ["--rule", rule]
+    return MonitorProcess(find_busted(), extra_args=tuple(argv), subscribe=False).start()
+
+
+def stop_checked(proc: MonitorProcess) -> None:
+    """Stop a monitor that must have stayed up the whole time and exit cleanly."""
+    alive = proc.alive()
+    status = proc.stop()
+    assert alive, f"the monitor died during the tests (status {status}):\n{proc.stderr_tail()}"
+    assert status == 0, f"monitor exited with status {status}:\n{proc.stderr_tail()}"
+
+
+@contextmanager
+def enforcing_monitor(*rules: str, extra_args: tuple[str, ...] = ()) -> Iterator[MonitorProcess]:
+    """An enforcing monitor (see start_enforcing) for the ``with`` block, checked on a
+    normal exit (see stop_checked) and just stopped when the block raised. One enforcing
+    monitor per host: a module fixture holds it while its tests run."""
+    proc = start_enforcing(*rules, extra_args=extra_args)
+    try:
+        yield proc
+    except BaseException:
+        proc.stop()
+        raise
+    stop_checked(proc)
 
 
 def _stop_with_parent() -> None:
