@@ -142,11 +142,25 @@ def _wait(condition, timeout: float, what: str, proc: subprocess.Popen) -> float
     return time.monotonic()
 
 
-def _lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
+class LineCount:
+    """Lines of a growing file, reading only what was added since the last call (the
+    truth file reaches 100+ MB: re-reading it would steal the CPU being measured)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+
+    def __call__(self) -> int:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(data)
+        self.lines += data.count(b"\n")
+        return self.lines
 
 
 def throughput(kind: str, events: int, workdir: Path) -> dict[str, Any]:
@@ -169,11 +183,12 @@ def recovery(kind: str, rate: int, outage: float, workdir: Path) -> dict[str, An
     target = Target(kind, workdir, f"{kind}-rec")
     try:
         proc, truth = _monitor(workdir, f"{kind}-rec", target, "--rate", str(rate))
+        produced_so_far = LineCount(truth)
         try:
             _wait(lambda: target.count() >= rate, 60, "events flowing", proc)
             target.down()
             time.sleep(outage)
-            produced_at_return = _lines(truth)
+            produced_at_return = produced_so_far()
             backlog = produced_at_return - len(target.ids())
             before = target.count()
             target.up()
@@ -183,7 +198,7 @@ def recovery(kind: str, rate: int, outage: float, workdir: Path) -> dict[str, An
             wanted = set(_ids(truth, produced_at_return))
 
             def caught_up() -> bool:
-                return target.count() >= _lines(truth) - rate // 10 and target.has_all(wanted)
+                return target.count() >= produced_so_far() - rate // 10 and target.has_all(wanted)
             done = _wait(caught_up, 600, "the backlog to drain", proc)
         finally:
             err = _stop(proc)
