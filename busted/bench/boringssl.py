@@ -21,29 +21,36 @@ give the SSL calls per write and per record.
 
 from __future__ import annotations
 
+import functools
 import glob
-import json
 import os
 import shutil
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from busted.bench.kernel_cost import BenchError
-from busted.bench.probes import Bench, MonitorRun, monitor_counters
-from busted.errors import PrivilegeError
+from busted.bench.measure import (
+    MonitorRun,
+    alternating,
+    busy_warning,
+    finish,
+    load_average,
+    make_workdir,
+    median,
+    monitor_counters,
+    monitor_running,
+    progress,
+    require_root,
+    run_client,
+)
+from busted.bench.probes import Bench
 from busted.kernel.tls import boringssl
 from busted.kernel.tls.site import NotLocated
 
 CLIENT = Path(__file__).resolve().parent / "bun_tls_client.mjs"
 AGENT_BUNS = "/var/cache/busted/agents/bun-*/package/bin/bun"
-CAPTURE_TIMEOUT_S = 20
 # Empty programs but for a hit counter per function (0: SSL_write, 1: SSL_read).
 EMPTY_PROBES = """
 BPF_ARRAY(hits, u64, 2);
@@ -102,66 +109,34 @@ class Floor:
                     pass
 
 
-def _saw_tls(monitor: MonitorRun, pid: int, timeout_s: float) -> bool:
-    """True once the monitor published TLS plaintext of ``pid`` (not just its connects)."""
-    from busted import schema
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not monitor.sub.poll(100):
-            continue
-        _, frame = monitor.sub.recv_multipart()
-        if any(e.get("pid") == pid and str(e.get("event_type", "")).startswith("TLS_DATA")
-               for e in schema.decode_batch(frame)):
-            return True
-    return False
+def _saw_tls(event: dict[str, Any]) -> bool:
+    """TLS plaintext (not just a connect): what shows the client's probes are working."""
+    return str(event.get("event_type", "")).startswith("TLS_DATA")
 
 
-def run_client(bun: str, bench: Bench, calls: int, monitor: MonitorRun | None = None,
-               floor: Floor | None = None) -> dict[str, Any]:
+def measure_client(bun: str, bench: Bench, calls: int, monitor: MonitorRun | None = None,
+                   floor: Floor | None = None) -> dict[str, Any]:
     """One measurement in a fresh Bun client process."""
     argv = [bun, str(CLIENT), "--port", str(bench.port), "--cafile", str(bench.ca),
             "--calls", str(calls)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    hits_before = (0, 0)
-    try:
-        if proc.stdout.readline().strip() != "ready":
-            raise BenchError(f"the Bun client ({bun}) failed to start")
-        captured = None
-        if monitor is not None:
-            captured = _saw_tls(monitor, proc.pid, 2.0)
-            deadline = time.monotonic() + CAPTURE_TIMEOUT_S
-            while not captured and time.monotonic() < deadline:
-                proc.stdin.write("warm\n")
-                proc.stdin.flush()
-                proc.stdout.readline()
-                captured = _saw_tls(monitor, proc.pid, 0.5)
-        if floor is not None:
-            floor.attach(proc.pid)
-            hits_before = floor.hits()
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        hits_after = floor.hits() if floor is not None else (0, 0)
-        proc.wait(60)
-    finally:
-        if floor is not None:
-            floor.detach(proc.pid)
-        if proc.poll() is None:
-            proc.kill()
-    if not line.startswith("{"):
-        raise BenchError(f"the Bun client produced no result (exit {proc.returncode})")
-    result = json.loads(line)
-    if captured is not None:
-        result["captured"] = captured
-    if floor is not None:
-        result["floor_hits"] = [after - before for after, before in zip(hits_after, hits_before, strict=True)]
+    name = f"the Bun client ({bun})"
+    seen = monitor and functools.partial(monitor.saw, match=_saw_tls)
+    if floor is None:
+        return run_client(argv, name, seen=seen)
+    hits: dict[str, tuple[int, int]] = {}
+
+    def attach(pid: int) -> None:
+        floor.attach(pid)
+        hits["before"] = floor.hits()
+
+    def count() -> None:  # at the result, before the client exits
+        hits["after"] = floor.hits()
+
+    result = run_client(argv, name, seen=seen, attach=attach, detach=floor.detach,
+                        around=(lambda: None, count))
+    result["floor_hits"] = [after - before for after, before
+                            in zip(hits["after"], hits["before"], strict=True)]
     return result
-
-
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 3) if values else float("nan")
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,13 +144,13 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for fn, key, index in (("SSL_write", "write", 0), ("SSL_read", "read", 1)):
         us, wall = f"{key}_us", f"{key}_wall_us"
         per_call[fn] = {
-            "no_monitor_us": _median([r["off"][us] for r in rounds]),
-            "monitor_us": _median([r["on"][us] for r in rounds]),
-            "added_us": _median([r["on"][us] - r["off"][us] for r in rounds]),
-            "floor_added_us": _median([r["floor"][us] - r["off"][us] for r in rounds]),
-            "wall_added_us": _median([r["on"][wall] - r["off"][wall] for r in rounds]),
+            "no_monitor_us": median([r["off"][us] for r in rounds]),
+            "monitor_us": median([r["on"][us] for r in rounds]),
+            "added_us": median([r["on"][us] - r["off"][us] for r in rounds]),
+            "floor_added_us": median([r["floor"][us] - r["off"][us] for r in rounds]),
+            "wall_added_us": median([r["on"][wall] - r["off"][wall] for r in rounds]),
             # SSL calls per 100-byte write / record, counted by the floor's probes
-            "calls_per_unit": _median([r["floor"]["floor_hits"][index]
+            "calls_per_unit": median([r["floor"]["floor_hits"][index]
                                        / r["floor"]["calls" if key == "write" else "records"]
                                        for r in rounds]),
         }
@@ -193,10 +168,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    load = report["load_average"]
-    if max(load["start"], load["end"]) > report["cpus"]:
-        echo(f"WARNING: the machine was busy (load average {load['start']} at the start, "
-             f"{load['end']} at the end, {report['cpus']} CPUs): re-run on a quiet machine.")
+    warning = busy_warning(report, "re-run on a quiet machine.")
+    if warning:
+        echo(warning)
     echo(f"Bun: {report['bun']}  (functions found in {report['locate_s']:.2f} s)")
     echo("Per call, CPU time of the Bun client (µs; 'added' = with minus without, median "
          "of rounds):")
@@ -230,48 +204,33 @@ def boringssl_bench(rounds: int, calls: int, bun_path: str | None,
                     monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """What the BoringSSL probes cost a Bun program: µs per SSL_write / SSL_read next to
     this machine's uprobe floor (root, loopback only)."""
-    if os.geteuid() != 0:
-        raise PrivilegeError("busted bench boringssl loads eBPF programs and needs root.",
-                             "Run it with sudo.")
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    require_root("boringssl")
+    say = progress(as_json)
     bun = find_bun(bun_path)
     try:
         located = boringssl.locate(bun)
     except NotLocated as exc:
         raise BenchError(f"BoringSSL's functions were not found in {bun}: {exc}") from exc
-    load_start = round(os.getloadavg()[0], 2)
-    workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
-    workdir.chmod(0o711)  # the unprivileged worker account must traverse it
+    load_start = load_average()
+    workdir = make_workdir()
     bench = Bench(workdir, calls, 1.0, 1.0, say)  # its loopback TLS server
     try:
         floor = Floor(bun, located)
-        results = []
-        for i in range(rounds):
-            result: dict[str, Any] = {}
-            for phase in (("off", "floor", "on") if i % 2 == 0 else ("on", "floor", "off")):
-                say(f"round {i + 1}/{rounds}: {phase} ...")
-                if phase == "off":
-                    result["off"] = run_client(bun, bench, calls)
-                elif phase == "floor":
-                    result["floor"] = run_client(bun, bench, calls, floor=floor)
-                else:
-                    monitor = MonitorRun(workdir, f"m{i}", monitor_arg)
-                    monitor.start()
-                    try:
-                        result["on"] = run_client(bun, bench, calls, monitor=monitor)
-                    finally:
-                        result["monitor"] = monitor_counters(monitor.stop())
-                    result["monitor_ready_s"] = round(monitor.ready_s, 1)
-            results.append(result)
+        results: list[dict[str, Any]] = [{} for _ in range(rounds)]
+        for i, phase in alternating(rounds, ("off", "floor", "on"), say):
+            result = results[i]
+            if phase == "off":
+                result["off"] = measure_client(bun, bench, calls)
+            elif phase == "floor":
+                result["floor"] = measure_client(bun, bench, calls, floor=floor)
+            else:
+                with monitor_running(workdir, f"m{i}", monitor_arg) as monitor:
+                    result["on"] = measure_client(bun, bench, calls, monitor=monitor)
+                result["monitor"] = monitor_counters(monitor.summary)
+                result["monitor_ready_s"] = round(monitor.ready_s, 1)
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
     report = summarize(results)
-    report.update(bun=bun, locate_s=round(located.seconds, 3),
-                  command="busted bench boringssl " + " ".join(sys.argv[3:]),
-                  load_average={"start": load_start, "end": round(os.getloadavg()[0], 2)})
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    report.update(bun=bun, locate_s=round(located.seconds, 3))
+    return finish(report, "boringssl", load_start, as_json, print_report)

@@ -43,10 +43,8 @@ import json
 import os
 import queue
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
@@ -56,8 +54,20 @@ from typing import Any
 import click
 
 from busted.bench.kernel_cost import BenchError
-from busted.bench.probes import MonitorRun, monitor_counters
-from busted.errors import BustedError, PrivilegeError
+from busted.bench.measure import (
+    MonitorRun,
+    alternating,
+    finish,
+    load_average,
+    make_workdir,
+    median,
+    monitor_counters,
+    percentile,
+    progress,
+    require_root,
+    stop_process,
+)
+from busted.errors import BustedError
 from busted.kernel.procstat import is_stopped
 
 GOAL_P99_MS = 5.0
@@ -134,14 +144,12 @@ TRACEPOINT_PROBE(sched, sched_switch)
 def _percentile_ms(values_ns: list[int], q: float) -> float | None:
     if not values_ns:
         return None
-    ordered = sorted(values_ns)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 4)
+    return round(percentile(sorted(values_ns), q) / 1e6, 4)
 
 
 def _median(values: list[float | None]) -> float | None:
     """Median over rounds; None when no round measured it."""
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 4) if present else None
+    return median(values, digits=4, missing=None)
 
 
 def _ms(value: float | None, sign: bool = False) -> str:
@@ -221,13 +229,7 @@ class LoopBench:
         self.port = int(port_file.read_text())
 
     def close(self) -> None:
-        if self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(10)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(10)
+        stop_process(self.server, 10)
         os.close(self._master)
 
     def run(self, config: str, monitor: MonitorRun | None) -> dict[str, Any]:
@@ -345,7 +347,7 @@ def _run_with_monitor(bench: LoopBench, workdir: Path, name: str, config: str,
         except BenchError as exc:
             lost_lock = any("already enforcing" in line for line in monitor.stderr)
             if not lost_lock or attempt == LOCK_ATTEMPTS:
-                notes = [line for line in monitor.stderr if "WARNING" in line or "ERROR" in line]
+                notes = monitor.warnings()
                 if not notes:
                     raise
                 raise BenchError(exc.message, "The monitor said:\n" + "\n".join(notes[-10:])) from None
@@ -528,37 +530,31 @@ def enforce(rounds: int, duration: float, size: int, answer_ms: float, pause_ms:
             monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """The latency a held write adds and the request-loop throughput under --enforce,
     against no monitor and the monitor without --enforce (root, loopback only)."""
-    if os.geteuid() != 0:
-        raise PrivilegeError("busted bench enforce runs `busted monitor --enforce` and needs root.",
-                             "Run it with sudo.")
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    load_start = round(os.getloadavg()[0], 2)
-    workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
-    workdir.chmod(0o711)  # the unprivileged worker account must traverse it
+    require_root("enforce", "runs `busted monitor --enforce`")
+    say = progress(as_json)
+    load_start = load_average()
+    workdir = make_workdir()
     monitors = {"monitor": ("--format", "none", "--rule", RULE, *monitor_arg),
                 "enforce": ("--format", "none", "--rule", RULE, "--enforce", *monitor_arg)}
     say("loading the hold tracer ...")
     bench = LoopBench(workdir, HoldTracer(), size=size, duration=duration, answer_ms=answer_ms,
                       pause_ms=pause_ms)
-    results = []
+    results: list[dict[str, Any]] = [{"monitors": {}} for _ in range(rounds)]
     try:
-        for i in range(rounds):
-            result: dict[str, Any] = {"monitors": {}}
-            for config in CONFIGS if i % 2 == 0 else tuple(reversed(CONFIGS)):
-                say(f"round {i + 1}/{rounds}: {LABELS[config]} ...")
-                # Another enforcing monitor would hold our client in every configuration.
-                _wait_for_enforce_lock(say)
-                if config == "off":
-                    result[config] = _not_held(bench.run(config, None), config)
-                    continue
-                result[config], summary = _run_with_monitor(bench, workdir, f"{config}{i}", config,
-                                                            monitors[config], say)
-                if config != "enforce":
-                    _not_held(result[config], config)
-                result["monitors"][config] = monitor_counters(summary)
-                if config == "enforce":
-                    result["holds"] = _capture_holds(summary, result[config].get("capture_hold_ms") or {})
-            results.append(result)
+        for i, config in alternating(rounds, CONFIGS, say, label=LABELS.__getitem__):
+            result = results[i]
+            # Another enforcing monitor would hold our client in every configuration.
+            _wait_for_enforce_lock(say)
+            if config == "off":
+                result[config] = _not_held(bench.run(config, None), config)
+                continue
+            result[config], summary = _run_with_monitor(bench, workdir, f"{config}{i}", config,
+                                                        monitors[config], say)
+            if config != "enforce":
+                _not_held(result[config], config)
+            result["monitors"][config] = monitor_counters(summary)
+            if config == "enforce":
+                result["holds"] = _capture_holds(summary, result[config].get("capture_hold_ms") or {})
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -567,10 +563,4 @@ def enforce(rounds: int, duration: float, size: int, answer_ms: float, pause_ms:
                           "request_bytes": results[0]["off"]["request_bytes"], "answer_ms": answer_ms,
                           "pause_ms": pause_ms, "monitor_args": list(monitor_arg)}
     report["measured_from"] = MEASURED_FROM
-    report["command"] = "busted bench enforce " + " ".join(sys.argv[3:])
-    report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return finish(report, "enforce", load_start, as_json, print_report)

@@ -21,25 +21,30 @@ counters (``kernel.bpf_stats_enabled``): the BPF nanoseconds of each program.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import EMPTY_PROBE, BenchError, KernelOnly, bpf_cost
-from busted.bench.probes import MonitorRun
-from busted.errors import PrivilegeError
+from busted.bench.kernel_cost import BenchError, EmptyUprobes, probes_alone
+from busted.bench.measure import (
+    alternating,
+    busy_warning,
+    finish,
+    load_average,
+    make_workdir,
+    max_copy_of,
+    median,
+    monitor_running,
+    progress,
+    require_root,
+    run_client,
+)
 
-CAPTURE_TIMEOUT_S = 20
 GO_PROGRAMS = ("gotls_write_enter", "gotls_read_enter", "gotls_read_return")
 
 GO_CLIENT = r"""
@@ -292,95 +297,42 @@ def probe_sites(binary: Path) -> dict[str, dict[str, list[int]]]:
     }
 
 
-class EmptyProbes:
-    """Empty uprobes (a hit counter) bound to one client pid at a time."""
-
-    def __init__(self) -> None:
-        from bcc import BPF
-
-        self.bpf = BPF(text=EMPTY_PROBE)
-
-    def attach(self, binary: Path, pid: int, addrs: list[int]) -> None:
-        for addr in addrs:
-            self.bpf.attach_uprobe(name=str(binary).encode(), addr=addr, fn_name=b"empty", pid=pid)
-
-    def detach(self, binary: Path, pid: int, addrs: list[int]) -> None:
-        for addr in addrs:
-            try:
-                self.bpf.detach_uprobe(name=str(binary).encode(), addr=addr, pid=pid)
-            except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
-                pass
-
-    def hits(self) -> int:
-        return sum(v.value for v in self.bpf["hits"].values())
-
-
-# --- one client run ------------------------------------------------------------------------------
-
-def run_client(binary: Path, port: int, ca: Path, calls: int, monitor: Any = None,
-               empty: tuple[EmptyProbes, list[int]] | None = None,
-               around: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def measure_client(binary: Path, port: int, ca: Path, calls: int, monitor: Any = None,
+                   empty: tuple[EmptyUprobes, list[int]] | None = None,
+                   around: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """One measurement in a fresh Go client; ``empty``: empty uprobes at these addresses."""
     argv = [str(binary), "-port", str(port), "-cafile", str(ca), "-calls", str(calls)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    attached = False
-    try:
-        if proc.stdout.readline().strip() != "ready":
-            raise BenchError("the Go client failed to start")
-        captured = None
-        if monitor is not None:  # started after the monitor: wait until it is traced
-            captured = monitor.saw_pid(proc.pid, 2.0)
-            deadline = time.monotonic() + CAPTURE_TIMEOUT_S
-            while not captured and time.monotonic() < deadline:
-                proc.stdin.write("warm\n")
-                proc.stdin.flush()
-                proc.stdout.readline()
-                captured = monitor.saw_pid(proc.pid, 0.5)
-        if empty is not None:
-            empty[0].attach(binary, proc.pid, empty[1])
-            attached = True
-            hits = empty[0].hits()
-        if around:
-            around[0]()
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        if around:
-            around[1]()
-        proc.wait(60)
-    finally:
-        if attached:
-            empty[0].detach(binary, proc.pid, empty[1])
-        if proc.poll() is None:
-            proc.kill()
-    if not line.startswith("{"):
-        raise BenchError(f"the Go client produced no result (exit {proc.returncode})")
-    result = json.loads(line)
-    if captured is not None:
-        result["captured"] = captured
-    if empty is not None:
-        result["empty_hits"] = empty[0].hits() - hits
+    seen = monitor and monitor.saw_pid  # started after the monitor: wait until it is traced
+    if empty is None:
+        return run_client(argv, "the Go client", seen=seen, around=around)
+    probes, sites = empty[0], [{"addr": addr} for addr in empty[1]]
+    hits = 0
+
+    def attach(pid: int) -> None:
+        nonlocal hits
+        probes.attach(str(binary), pid, sites)
+        hits = probes.hits()
+
+    result = run_client(argv, "the Go client", seen=seen, around=around, attach=attach,
+                        detach=lambda pid: probes.detach(str(binary), pid, sites))
+    result["empty_hits"] = probes.hits() - hits
     return result
 
 
 # --- the command ------------------------------------------------------------------------------
 
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 3) if values else float("nan")
-
-
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     per_call = {}
     for fn, key in (("Write", "write_us"), ("Read", "read_us")):
         def added(phase: str, key=key) -> float:
-            return _median([r[phase][key] - r["off"][key] for r in rounds])
+            return median([r[phase][key] - r["off"][key] for r in rounds])
 
         wall = key.replace("_us", "_wall_us")
         per_call[fn] = {
-            "no_monitor_us": _median([r["off"][key] for r in rounds]),
-            "monitor_us": _median([r["on"][key] for r in rounds]),
+            "no_monitor_us": median([r["off"][key] for r in rounds]),
+            "monitor_us": median([r["on"][key] for r in rounds]),
             "added_us": added("on"),
-            "wall_added_us": _median([r["on"][wall] - r["off"][wall] for r in rounds]),
+            "wall_added_us": median([r["on"][wall] - r["off"][wall] for r in rounds]),
             "floor_added_us": {name: added(f"floor_{name}") for name in ("entry", "busted", "rets")},
         }
     return {"per_call": per_call, "rounds": rounds,
@@ -390,17 +342,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def measure_kernel_only(binary: Path, port: int, ca: Path, calls: int,
                         max_copy: int) -> dict[str, Any]:
     """The probes alone (KernelSource in this process) and each program's BPF time."""
-    logging.getLogger("busted.capture").setLevel(logging.WARNING)
-    kernel = KernelOnly(max_copy)
-    kernel.start()
-    marks: dict[str, dict[str, tuple[int, int]]] = {}
-    try:
-        result = run_client(binary, port, ca, calls, monitor=kernel, around=(
-            lambda: marks.__setitem__("before", kernel.program_stats()),
-            lambda: marks.__setitem__("after", kernel.program_stats())))
-    finally:
-        kernel.stop()
-    cost = bpf_cost(marks.get("before", {}), marks.get("after", {}), int(result["total_calls"]))
+    with probes_alone(max_copy) as kernel:
+        result = measure_client(binary, port, ca, calls, monitor=kernel, around=kernel.around)
+    cost = kernel.cost(int(result["total_calls"]))
     programs = {name: p for name, p in cost["programs"].items() if name.startswith("gotls_")}
     ns = {name: p["ns_per_run"] for name, p in programs.items()}
     read_exit = ns.get("gotls_read_copy", ns.get("gotls_read_return", 0))
@@ -412,10 +356,9 @@ def measure_kernel_only(binary: Path, port: int, ca: Path, calls: int,
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    load = report["load_average"]
-    if max(load["start"], load["end"]) > report["cpus"]:
-        echo(f"WARNING: the machine was busy (load average {load['start']} -> {load['end']}, "
-             f"{report['cpus']} CPUs): re-run on a quiet machine.")
+    warning = busy_warning(report, "re-run on a quiet machine.")
+    if warning:
+        echo(warning)
     echo(f"Go crypto/tls ({report['go_version']}), CPU time per call of the client thread "
          "(µs; added = with minus without, median of rounds):")
     for fn, f in report["per_call"].items():
@@ -449,47 +392,36 @@ Examples:
 def go_tls(rounds: int, calls: int, monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """What the Go crypto/tls probes cost a Go program: µs per Write / Read with the
     monitor on vs off, next to empty uprobes at the same places (root, loopback only)."""
-    from busted.bench.probes import Bench, _max_copy
+    from busted.bench.probes import Bench
 
-    if os.geteuid() != 0:
-        raise PrivilegeError("busted bench go-tls loads eBPF programs and needs root.",
-                             "Run it with sudo.")
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    load_start = round(os.getloadavg()[0], 2)
-    workdir = Path(tempfile.mkdtemp(prefix="busted-bench-go-", dir="/tmp"))
-    workdir.chmod(0o711)  # the unprivileged worker account must traverse it
+    require_root("go-tls")
+    say = progress(as_json)
+    load_start = load_average()
+    workdir = make_workdir("busted-bench-go-")
     go = find_go()
     say(f"building the Go client with {go} ...")
     binary = build_client(workdir, go)
     sites = probe_sites(binary)
     bench = Bench(workdir, calls, 0.0, 0.0, say)
     try:
-        empty = EmptyProbes()
-        results = []
-        for i in range(rounds):
-            result: dict[str, Any] = {}
-            order = ("off", "floor", "on") if i % 2 == 0 else ("on", "floor", "off")
-            for phase in order:
-                say(f"round {i + 1}/{rounds}: {phase} ...")
-                if phase == "off":
-                    result["off"] = run_client(binary, bench.port, bench.ca, calls)
-                elif phase == "floor":
-                    for name, where in sites.items():
-                        addrs = where["write"] + where["read"]
-                        result[f"floor_{name}"] = run_client(binary, bench.port, bench.ca, calls,
+        empty = EmptyUprobes()
+        results: list[dict[str, Any]] = [{} for _ in range(rounds)]
+        for i, phase in alternating(rounds, ("off", "floor", "on"), say):
+            result = results[i]
+            if phase == "off":
+                result["off"] = measure_client(binary, bench.port, bench.ca, calls)
+            elif phase == "floor":
+                for name, where in sites.items():
+                    addrs = where["write"] + where["read"]
+                    result[f"floor_{name}"] = measure_client(binary, bench.port, bench.ca, calls,
                                                              empty=(empty, addrs))
-                else:
-                    monitor = MonitorRun(workdir, f"m{i}", monitor_arg)
-                    monitor.start()
-                    try:
-                        result["on"] = run_client(binary, bench.port, bench.ca, calls,
+            else:
+                with monitor_running(workdir, f"m{i}", monitor_arg) as monitor:
+                    result["on"] = measure_client(binary, bench.port, bench.ca, calls,
                                                   monitor=monitor)
-                    finally:
-                        monitor.stop()
-            results.append(result)
         say("probes alone: KernelSource in this process, the kernel's BPF run counters ...")
         kernel_only = measure_kernel_only(binary, bench.port, bench.ca, calls,
-                                          _max_copy(monitor_arg))
+                                          max_copy_of(monitor_arg))
     finally:
         bench.close()
     report = summarize(results)
@@ -501,12 +433,6 @@ def go_tls(rounds: int, calls: int, monitor_arg: tuple[str, ...], as_json: bool)
                                           text=True).stdout.strip()
     report["sites"] = {name: {d: [hex(a) for a in addrs] for d, addrs in where.items()}
                        for name, where in sites.items()}
-    report["command"] = "busted bench go-tls " + " ".join(sys.argv[3:])
-    report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
     report["cpus"] = os.cpu_count()
     shutil.rmtree(workdir, ignore_errors=True)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return finish(report, "go-tls", load_start, as_json, print_report)

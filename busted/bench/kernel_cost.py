@@ -1,8 +1,9 @@
 """What one traced TLS call pays in the kernel, for `busted bench probes`.
 
-- :class:`Floor`: an *empty* uprobe (a hit counter) on ``SSL_write_ex`` / ``SSL_read_ex``,
-  bound to one client pid, at the function entry or at +4 (the machine's floor: what
-  any probe there costs, before the monitor does any work);
+- :class:`EmptyUprobes`: *empty* uprobes (a hit counter), bound to one client pid, at
+  the sites a bench names (:func:`ssl_sites`: ``SSL_write_ex`` / ``SSL_read_ex`` at the
+  function entry or at +4): the machine's floor, what any probe there costs before the
+  monitor does any work;
 - :class:`KernelOnly`: the real probes (:class:`busted.sources.kernel.KernelSource`) in this
   process with no pipeline behind them, drained by a thread, and the kernel's own run
   counters switched on (``kernel.bpf_stats_enabled``), so the BPF time of each program
@@ -11,9 +12,12 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +74,10 @@ def call_at_plus4(lib: str) -> bool:
     return True
 
 
-class Floor:
-    """Empty uprobes on SSL_write_ex / SSL_read_ex, bound to one pid at a time."""
+class EmptyUprobes:
+    """Empty uprobes (a hit counter) bound to one client pid at a time. A site is what
+    bcc's attach_uprobe takes to place one: ``{"sym": name, "sym_off": n}`` or
+    ``{"addr": address}``."""
 
     def __init__(self) -> None:
         from bcc import BPF
@@ -81,16 +87,22 @@ class Floor:
     def hits(self) -> int:
         return sum(v.value for v in self.bpf["hits"].values())
 
-    def attach(self, lib: str, pid: int, offset: int) -> None:
-        for name in FUNCTIONS:
-            self.bpf.attach_uprobe(name=lib, sym=name, sym_off=offset, fn_name="empty", pid=pid)
+    def attach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
+        for site in sites:
+            self.bpf.attach_uprobe(name=binary, fn_name="empty", pid=pid, **site)
 
-    def detach(self, lib: str, pid: int, offset: int) -> None:
-        for name in FUNCTIONS:
+    def detach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
+        for site in sites:
             try:
-                self.bpf.detach_uprobe(name=lib, sym=name, pid=pid, sym_off=offset)
+                self.bpf.detach_uprobe(name=binary, pid=pid, **site)
             except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
                 pass
+
+
+def ssl_sites(offset: int) -> list[dict[str, Any]]:
+    """The floor's sites for `busted bench probes`: ``offset`` bytes into SSL_write_ex and
+    SSL_read_ex."""
+    return [{"sym": name, "sym_off": offset} for name in FUNCTIONS]
 
 
 def libssl_of(pid: int) -> str:
@@ -113,13 +125,14 @@ class KernelOnly:
 
         self.source = KernelSource(MonitorConfig(source="bpf", max_copy=max_copy))
         self.pids: set[int] = set()
+        self.marks: dict[str, dict[str, tuple[int, int]]] = {}  # see `around`
+        self.counters: dict[str, int] = {}  # the source's counters, once stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._stats_before = ""
 
     def start(self) -> None:
-        self._stats_before = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1")  # two clock reads per BPF run while we measure
+        self._stats_before = enable_bpf_stats()
         self.source.start()
         self._thread.start()
 
@@ -139,14 +152,52 @@ class KernelOnly:
     def program_stats(self) -> dict[str, tuple[int, int]]:
         return self.source.program_stats()
 
+    def mark(self, name: str) -> None:
+        self.marks[name] = self.program_stats()
+
+    @property
+    def around(self) -> tuple[Any, Any]:
+        """Marks "before" and "after" the measured part of a run (see :meth:`cost`)."""
+        return (lambda: self.mark("before"), lambda: self.mark("after"))
+
+    def cost(self, calls: int) -> dict[str, Any]:
+        """:func:`bpf_cost` between the "before" and "after" marks."""
+        return bpf_cost(self.marks.get("before", {}), self.marks.get("after", {}), calls)
+
     def stop(self) -> dict[str, int]:
         self._stop.set()
         self._thread.join(5)
-        stats = self.source.stats()
+        self.counters = self.source.stats()
         self.source.close()
-        if self._stats_before:
-            BPF_STATS.write_text(self._stats_before)
-        return stats
+        restore_bpf_stats(self._stats_before)
+        return self.counters
+
+
+@contextmanager
+def probes_alone(max_copy: int) -> Iterator[KernelOnly]:
+    """The real probes in this process (:class:`KernelOnly`), started for the ``with``
+    block and stopped after it (their counters are then in ``.counters``)."""
+    # The source logs every file it probes; the monitor's logs are not a bench's report.
+    logging.getLogger("busted.capture").setLevel(logging.WARNING)
+    kernel = KernelOnly(max_copy)
+    kernel.start()
+    try:
+        yield kernel
+    finally:
+        kernel.stop()
+
+
+def enable_bpf_stats() -> str:
+    """Switch on the kernel's per-program run counters (two clock reads per BPF run while
+    a bench measures); returns the setting to restore."""
+    before = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    return before
+
+
+def restore_bpf_stats(before: str) -> None:
+    if before:
+        BPF_STATS.write_text(before)
 
 
 def bpf_cost(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],

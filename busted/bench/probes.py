@@ -32,15 +32,9 @@ measured inside the client and do not include the server's share.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,130 +44,28 @@ import click
 
 from busted.bench.kernel_cost import (
     BenchError,
-    Floor,
+    EmptyUprobes,
     KernelOnly,
-    bpf_cost,
     call_at_plus4,
     libssl_of,
+    probes_alone,
+    ssl_sites,
 )
-from busted.config import DEFAULT_MAX_COPY
-from busted.errors import PrivilegeError
-
-READY_TIMEOUT_S = 180  # bcc compiles the probes at start-up; slow on a busy 2-core VM
-CAPTURE_TIMEOUT_S = 20  # a new client must show up in the monitor's stream by then
-
-
-# --- the monitor ---------------------------------------------------------------------------
-
-class MonitorRun:
-    """``busted monitor --source bpf`` in a subprocess, and a look at its stream."""
-
-    def __init__(self, workdir: Path, name: str, extra: tuple[str, ...]) -> None:
-        self.runtime_dir = workdir / name
-        self.summary_path = workdir / f"{name}.json"
-        self.argv = [sys.executable, "-m", "busted", "monitor", "--source", "bpf",
-                     "--runtime-dir", str(self.runtime_dir), *extra]
-        self.stderr: list[str] = []
-        self.ready = threading.Event()
-        self.proc: subprocess.Popen | None = None
-        self.sub = None
-        self.ready_s = 0.0
-        self._cpu_since = time.monotonic()
-        self._cpu_last = {}
-        self._cpu_total = 0.0
-
-    def start(self) -> None:
-        import zmq
-
-        started = time.monotonic()
-        env = dict(os.environ, BUSTED_SUMMARY_JSON=str(self.summary_path))
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, env=env)
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        self.sub = zmq.Context.instance().socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"events")
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.connect(f"ipc://{self.runtime_dir}/events.sock")
-        deadline = started + READY_TIMEOUT_S
-        while not self.ready.wait(0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = "\n".join(self.stderr[-30:])
-                raise BenchError(f"`busted monitor --source bpf` did not become ready:\n{tail}")
-        self.ready_s = time.monotonic() - started
-        self._cpu_since = time.monotonic()
-        self._cpu_last: dict[int, float] = {}
-        self._cpu_total = 0.0
-        self._sample_cpu(baseline=True)
-        threading.Thread(target=self._cpu_sampler, daemon=True).start()
-
-    def _sample_cpu(self, baseline: bool = False) -> None:
-        """Add the CPU time the supervisor and its workers used since the last sample.
-        Sampled twice a second so a worker killed and restarted meanwhile still counts
-        (its last sample) and its successor counts from zero."""
-        import psutil
-
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for proc in procs:
-            try:
-                now = sum(proc.cpu_times()[:2])
-            except psutil.Error:
-                continue
-            before = self._cpu_last.get(proc.pid, now if baseline else 0.0)
-            self._cpu_total += max(0.0, now - before)
-            self._cpu_last[proc.pid] = now
-
-    def _cpu_sampler(self) -> None:
-        while self.proc is not None and self.proc.poll() is None and self.sub is not None:
-            time.sleep(0.5)
-            self._sample_cpu()
-
-    def cores_used(self) -> float:
-        """Average CPU cores the monitor used since it was ready: on a small machine, what
-        the traced programs could not use."""
-        self._sample_cpu()
-        return round(self._cpu_total / max(1e-6, time.monotonic() - self._cpu_since), 2)
-
-    def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.stderr.append(line)
-            if " ready" in line.lower() or line.lower().startswith("ready"):
-                self.ready.set()
-
-    def saw_pid(self, pid: int, timeout_s: float) -> bool:
-        """True once an event of ``pid`` was published (drains the backlog on the way)."""
-        from busted import schema
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.sub.poll(100):
-                continue
-            _, frame = self.sub.recv_multipart()
-            if any(e.get("pid") == pid for e in schema.decode_batch(frame)):
-                return True
-        return False
-
-    def stop(self) -> dict[str, Any]:
-        if self.sub is not None:
-            self.sub.close()
-            self.sub = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.summary_path.exists():
-            return json.loads(self.summary_path.read_text())
-        return {}
-
+from busted.bench.measure import (
+    MonitorRun,
+    alternating,
+    busy_warning,
+    finish,
+    load_average,
+    make_workdir,
+    max_copy_of,
+    median,
+    monitor_counters,
+    monitor_running,
+    progress,
+    require_root,
+    run_client,
+)
 
 # --- one workload in one client process ----------------------------------------------------
 
@@ -217,81 +109,31 @@ class Bench:
         return dict(self.workloads())["percall"]
 
     def run(self, args: list[str], monitor: MonitorRun | KernelOnly | None = None,
-            floor: Floor | None = None, floor_offset: int = 0,
+            floor: EmptyUprobes | None = None, floor_offset: int = 0,
             around_go: tuple[Callable[[], None], Callable[[], None]] | None = None) -> dict[str, Any]:
         """One workload in a fresh client; ``around_go`` runs just before the measurement
         starts and just after its result arrived."""
         argv = [sys.executable, "-m", "busted.bench.tls_workload", "client", *args,
                 "--port", str(self.port), "--cafile", str(self.ca)]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert proc.stdin is not None and proc.stdout is not None
-        lib = None
-        try:
-            if proc.stdout.readline().strip() != "ready":
-                raise BenchError(f"client {args[0]} failed to start")
-            captured = None
-            if monitor is not None:
-                # The client was started after the monitor: wait until the monitor shows
-                # it is tracing it (its warm-up requests reach the stream).
-                captured = monitor.saw_pid(proc.pid, 2.0)
-                deadline = time.monotonic() + CAPTURE_TIMEOUT_S
-                while not captured and time.monotonic() < deadline:
-                    proc.stdin.write("warm\n")
-                    proc.stdin.flush()
-                    proc.stdout.readline()
-                    captured = monitor.saw_pid(proc.pid, 0.5)
-            if floor is not None:
-                lib = libssl_of(proc.pid)
-                floor.attach(lib, proc.pid, floor_offset)
-                hits_before = floor.hits()
-            if around_go:
-                around_go[0]()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            if around_go:
-                around_go[1]()
-            proc.wait(60)
-        finally:
-            if floor is not None and lib is not None:
-                floor.detach(lib, proc.pid, floor_offset)
-            if proc.poll() is None:
-                proc.kill()
-        if not line.startswith("{"):
-            raise BenchError(f"client {args[0]} produced no result (exit {proc.returncode})")
-        result = json.loads(line)
-        if captured is not None:
-            result["captured"] = captured
-        if floor is not None and lib is not None:
-            result["floor_hits"] = floor.hits() - hits_before
+        if floor is None:
+            return run_client(argv, f"client {args[0]}", seen=monitor and monitor.saw_pid,
+                              around=around_go)
+        sites, lib, hits_before = ssl_sites(floor_offset), [], 0
+
+        def attach(pid: int) -> None:
+            nonlocal hits_before
+            lib.append(libssl_of(pid))
+            floor.attach(lib[0], pid, sites)
+            hits_before = floor.hits()
+
+        def detach(pid: int) -> None:
+            if lib:
+                floor.detach(lib[0], pid, sites)
+
+        result = run_client(argv, f"client {args[0]}", seen=monitor and monitor.saw_pid,
+                            attach=attach, detach=detach, around=around_go)
+        result["floor_hits"] = floor.hits() - hits_before
         return result
-
-
-def monitor_counters(summary: dict[str, Any]) -> dict[str, Any]:
-    """The loss counters of one monitor run (from its BUSTED_SUMMARY_JSON).
-
-    ``lost`` is the monitor's own figure. It counts every ``seq`` gap seen by output,
-    and the captures that classify merged into one reassembled message leave such gaps
-    too, so ``lost_not_merged`` takes them out: ring-buffer losses plus events that
-    really vanished (in a worker that was killed, say)."""
-    workers = summary.get("workers") or {}
-    merged = (workers.get("classify") or {}).get("merged") or 0
-    missing = (workers.get("output") or {}).get("missing") or 0
-    dropped, kernel_lost = summary.get("dropped", 0), summary.get("kernel_lost", 0)
-    return {
-        "produced": summary.get("produced", 0),
-        "delivered": summary.get("delivered", 0),
-        "dropped": dropped,
-        "lost": summary.get("lost", 0),
-        "kernel_lost": kernel_lost,
-        "merged": merged,
-        "lost_not_merged": kernel_lost + max(0, missing - dropped - merged),
-        "restarts": {role: w.get("restarts") for role, w in workers.items() if w.get("restarts")},
-    }
-
-
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 3) if values else float("nan")
 
 
 def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
@@ -299,26 +141,26 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
     for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
         off = [r["off"]["percall"][key] for r in rounds]
         entry: dict[str, Any] = {
-            "no_monitor_us": _median(off),
-            "monitor_us": _median([r["on"]["percall"][key] for r in rounds]),
-            "added_us": _median([r["on"]["percall"][key] - r["off"]["percall"][key] for r in rounds]),
-            "floor_entry_added_us": _median(
+            "no_monitor_us": median(off),
+            "monitor_us": median([r["on"]["percall"][key] for r in rounds]),
+            "added_us": median([r["on"]["percall"][key] - r["off"]["percall"][key] for r in rounds]),
+            "floor_entry_added_us": median(
                 [r["floor_entry"][key] - r["off"]["percall"][key] for r in rounds]),
         }
         if floor_call:
-            entry["floor_call_added_us"] = _median(
+            entry["floor_call_added_us"] = median(
                 [r["floor_call"][key] - r["off"]["percall"][key] for r in rounds])
         wall = key.replace("_us", "_wall_us")
-        entry["wall_added_us"] = _median(
+        entry["wall_added_us"] = median(
             [r["on"]["percall"][wall] - r["off"]["percall"][wall] for r in rounds])
         per_call[fn] = entry
     ratios = {}
     for name in ("loop_1k", "loop_16k", "agent"):
         ratios[name] = {
-            "ratio": _median([r["on"][name]["requests_per_s"] / r["off"][name]["requests_per_s"]
+            "ratio": median([r["on"][name]["requests_per_s"] / r["off"][name]["requests_per_s"]
                               for r in rounds]),
-            "no_monitor_rps": _median([r["off"][name]["requests_per_s"] for r in rounds]),
-            "monitor_rps": _median([r["on"][name]["requests_per_s"] for r in rounds]),
+            "no_monitor_rps": median([r["off"][name]["requests_per_s"] for r in rounds]),
+            "monitor_rps": median([r["on"][name]["requests_per_s"] for r in rounds]),
         }
     monitors = [r["monitor"] for r in rounds]
     return {
@@ -341,11 +183,10 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    load = report["load_average"]
-    if max(load["start"], load["end"]) > report["cpus"]:
-        echo(f"WARNING: the machine was busy (load average {load['start']} at the start, "
-             f"{load['end']} at the end, {report['cpus']} CPUs): the ratios mostly measure "
-             "the other load. Re-run on a quiet machine.")
+    warning = busy_warning(report, "the ratios mostly measure the other load. Re-run on a "
+                                   "quiet machine.")
+    if warning:
+        echo(warning)
     echo("Per call, CPU time of the client thread (µs; 'added' = with minus without, "
          "median of rounds):")
     for fn, f in report["per_call"].items():
@@ -412,47 +253,35 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
            monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """What the kernel probes cost traced programs: µs per TLS call next to this machine's
     uprobe floor, and requests/s ratios with the monitor on vs off (root, loopback only)."""
-    if os.geteuid() != 0:
-        raise PrivilegeError("busted bench probes loads eBPF programs and needs root.",
-                             "Run it with sudo.")
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    load_start = round(os.getloadavg()[0], 2)
-    workdir = Path(tempfile.mkdtemp(prefix="busted-bench-", dir="/tmp"))
-    workdir.chmod(0o711)  # the unprivileged worker account must traverse it
+    require_root("probes")
+    say = progress(as_json)
+    load_start = load_average()
+    workdir = make_workdir()
     bench = Bench(workdir, calls, duration, agent_duration, say)
     try:
-        floor = Floor()
+        floor = EmptyUprobes()
         probe_lib = libssl_of_python()
         floor_call = call_at_plus4(probe_lib)
-        results = []
-        for i in range(rounds):
-            result: dict[str, Any] = {}
-            order = ("off", "floor", "on") if i % 2 == 0 else ("on", "floor", "off")
-            for phase in order:
-                say(f"round {i + 1}/{rounds}: {phase} ...")
-                if phase == "off":
-                    result["off"] = {name: bench.run(args) for name, args in bench.workloads()}
-                elif phase == "floor":
-                    percall = bench.percall()
-                    result["floor_entry"] = bench.run(percall, floor=floor, floor_offset=0)
-                    if floor_call:
-                        result["floor_call"] = bench.run(percall, floor=floor, floor_offset=4)
-                else:
-                    monitor = MonitorRun(workdir, f"m{i}", monitor_arg)
-                    monitor.start()
-                    try:
-                        result["on"] = {name: bench.run(args, monitor=monitor)
-                                        for name, args in bench.workloads()}
-                        result["monitor_cores"] = monitor.cores_used()
-                    finally:
-                        result["monitor"] = monitor.stop()
-                    result["monitor_ready_s"] = round(monitor.ready_s, 1)
-                    result["monitor_warnings"] = [
-                        line for line in monitor.stderr if "WARNING" in line or "ERROR" in line][:20]
-            result["monitor"] = monitor_counters(result["monitor"])
-            results.append(result)
+        results: list[dict[str, Any]] = [{} for _ in range(rounds)]
+        for i, phase in alternating(rounds, ("off", "floor", "on"), say):
+            result = results[i]
+            if phase == "off":
+                result["off"] = {name: bench.run(args) for name, args in bench.workloads()}
+            elif phase == "floor":
+                percall = bench.percall()
+                result["floor_entry"] = bench.run(percall, floor=floor, floor_offset=0)
+                if floor_call:
+                    result["floor_call"] = bench.run(percall, floor=floor, floor_offset=4)
+            else:
+                with monitor_running(workdir, f"m{i}", monitor_arg) as monitor:
+                    result["on"] = {name: bench.run(args, monitor=monitor)
+                                    for name, args in bench.workloads()}
+                    result["monitor_cores"] = monitor.cores_used()
+                result["monitor"] = monitor_counters(monitor.summary)
+                result["monitor_ready_s"] = round(monitor.ready_s, 1)
+                result["monitor_warnings"] = monitor.warnings()[:20]
         say("probes alone: KernelSource in this process, the kernel's BPF run counters ...")
-        kernel_only = measure_kernel_only(bench, _max_copy(monitor_arg))
+        kernel_only = measure_kernel_only(bench, max_copy_of(monitor_arg))
     finally:
         bench.close()
     report = summarize(results, floor_call)
@@ -462,50 +291,23 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
             kernel_only[key] - report["per_call"][fn]["no_monitor_us"], 3)
     agent = report["requests_per_s"]["agent"]
     agent["probes_only_ratio"] = round(kernel_only["agent_rps"] / agent["no_monitor_rps"], 3)
-    report["command"] = "busted bench probes " + " ".join(sys.argv[3:])
-    # Other work on the machine moves every figure: say how busy it was.
-    report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
-
-
-def _max_copy(monitor_args: tuple[str, ...]) -> int:
-    """The --max-copy the monitor runs with, so the in-process probes copy as much."""
-    for i, arg in enumerate(monitor_args):
-        if arg.startswith("--max-copy="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--max-copy" and i + 1 < len(monitor_args):
-            return int(monitor_args[i + 1])
-    return DEFAULT_MAX_COPY
+    return finish(report, "probes", load_start, as_json, print_report)
 
 
 def measure_kernel_only(bench: Bench, max_copy: int) -> dict[str, Any]:
     """The per-call workload under the probes alone, with each program's BPF time."""
-    # The source logs every file it probes; the monitor's logs are not this report.
-    logging.getLogger("busted.capture").setLevel(logging.WARNING)
-    kernel = KernelOnly(max_copy)
-    kernel.start()
-    marks: dict[str, dict[str, tuple[int, int]]] = {}
-    try:
-        result = bench.run(bench.percall(), monitor=kernel, around_go=(
-            lambda: marks.__setitem__("before", kernel.program_stats()),
-            lambda: marks.__setitem__("after", kernel.program_stats())))
+    with probes_alone(max_copy) as kernel:
+        result = bench.run(bench.percall(), monitor=kernel, around_go=kernel.around)
         # The agent-like workload too: its ratio without the workers separates what the
         # probes cost from what the workers' CPU costs on a small machine.
         agent = bench.run(dict(bench.workloads())["agent"], monitor=kernel)
-    finally:
-        counters = kernel.stop()
     return {
         "write_us": round(result["write_us"], 3),
         "read_us": round(result["read_us"], 3),
         "captured": result.get("captured"),
-        "bpf": bpf_cost(marks.get("before", {}), marks.get("after", {}),
-                        result.get("total_calls", 0)),
+        "bpf": kernel.cost(result.get("total_calls", 0)),
         "agent_rps": round(agent["requests_per_s"], 1),
-        "lost": counters.get("lost", 0),
+        "lost": kernel.counters.get("lost", 0),
     }
 
 

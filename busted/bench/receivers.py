@@ -13,7 +13,6 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +21,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from busted.bench.measure import stop_process
 
 
 def free_port() -> int:
@@ -260,13 +261,8 @@ input(type="imtcp" port="{self.tls_port}" address="127.0.0.1" ruleset="tls"
         wait_port(self.tls_port)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:

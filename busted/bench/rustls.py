@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
 import shutil
 import socket
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,8 +38,16 @@ from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import BPF_STATS, BenchError, KernelOnly, bpf_cost
-from busted.errors import PrivilegeError
+from busted.bench.kernel_cost import (
+    EMPTY_PROBE,
+    BenchError,
+    bpf_cost,
+    enable_bpf_stats,
+    probes_alone,
+    restore_bpf_stats,
+)
+from busted.bench.measure import alternating, finish, load_average, progress, require_root
+from busted.bench.tls_workload import make_certificates
 from busted.kernel import bpf_syscall
 from busted.kernel.tls import rustls
 from busted.kernel.tls.elf import ElfFile
@@ -116,35 +122,9 @@ int main(int argc, char **argv)
     return 0;
 }
 """
-EMPTY_PROBES = """
-BPF_ARRAY(hits, u64, 1);
-int empty(struct pt_regs *ctx) {
-    int zero = 0;
-    u64 *n = hits.lookup(&zero);
-    if (n)
-        __sync_fetch_and_add(n, 1);
-    return 0;
-}
-"""
 # (function of the stand-in, busted's program there, return probe)
 SITES = (("stub_seal", "aead_seal_enter", False), ("stub_open", "aead_open_enter", False),
          ("stub_open", "aead_open_return", True))
-
-
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for localhost signed by it: (ca, cert, key)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-        "-subj", "/CN=busted bench CA", "-addext", "basicConstraints=critical,CA:TRUE")
-    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
-    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
 
 
 class ResponsesServer:
@@ -352,27 +332,24 @@ def per_call(stub: Path, rounds: int, calls: int, say) -> dict[str, Any]:
     """ns per seal / open call with no probe, with the floor, with busted's programs."""
     from bcc import BPF
 
-    empty = BPF(text=EMPTY_PROBES)
+    empty = BPF(text=EMPTY_PROBE)
     real = RealPrograms()
     runs: dict[str, list[dict[str, float]]] = {"off": [], "floor": [], "on": []}
-    stats_setting = BPF_STATS.read_text().strip()
-    BPF_STATS.write_text("1")  # two clock reads per BPF run while we measure
+    stats_setting = enable_bpf_stats()
     try:
         floor = Probes(empty, stub, {fn: "empty" for _sym, fn, _ret in SITES})
         busted = Probes(real.bpf, stub, {fn: fn for _sym, fn, _ret in SITES})
         before = real.stats()
-        for i in range(rounds):
-            for phase in (("off", "floor", "on") if i % 2 == 0 else ("on", "floor", "off")):
-                say(f"stand-in round {i + 1}/{rounds}: {phase} ...")
-                if phase == "off":
-                    runs["off"].append(run_stub(stub, calls))
-                else:
-                    with floor if phase == "floor" else busted:
-                        runs[phase].append(run_stub(stub, calls))
+        for _i, phase in alternating(rounds, ("off", "floor", "on"), say, "stand-in round"):
+            if phase == "off":
+                runs["off"].append(run_stub(stub, calls))
+            else:
+                with floor if phase == "floor" else busted:
+                    runs[phase].append(run_stub(stub, calls))
         after = real.stats()
         records = real.records
     finally:
-        BPF_STATS.write_text(stats_setting)
+        restore_bpf_stats(stats_setting)
         real.close()
         empty.cleanup()
     out: dict[str, Any] = {"calls_per_run": calls, "ring_records": records}
@@ -392,30 +369,25 @@ def per_call(stub: Path, rounds: int, calls: int, say) -> dict[str, Any]:
 
 def on_codex(codex: str, workdir: Path, rounds: int, records: int, say) -> dict[str, Any]:
     """The real probes on real Codex turns: probe runs per turn and BPF ns per run."""
-    ca, cert, key = _certificates(workdir)
+    ca, cert, key = make_certificates(workdir, "localhost", "IP:127.0.0.1")
     server = ResponsesServer(cert, key, records)
     try:
         say(f"codex: {codex}; warming up ...")
         run_codex(codex, workdir, server.port, ca)  # the 300 MB binary into the page cache
-        logging.getLogger("busted.capture").setLevel(logging.WARNING)
-        kernel = KernelOnly(16384)
-        kernel.start()
-        try:
-            before = kernel.program_stats()
+        with probes_alone(16384) as kernel:
+            kernel.mark("before")
             for i in range(rounds):
                 say(f"codex turn {i + 1}/{rounds} with the probes ...")
                 run_codex(codex, workdir, server.port, ca)
-            after = kernel.program_stats()
-        finally:
-            counters = kernel.stop()
+            kernel.mark("after")
     finally:
         server.close()
-    programs = {name: p for name, p in bpf_cost(before, after, rounds)["programs"].items()
+    programs = {name: p for name, p in kernel.cost(rounds)["programs"].items()
                 if name.startswith("aead_")}
     return {"codex": codex, "records_per_turn": records, "turns": rounds,
             "runs_per_turn": {n: p["runs_per_call"] for n, p in programs.items()},
             "bpf_ns_per_run": {n: p["ns_per_run"] for n, p in programs.items()},
-            "lost": counters.get("lost", 0)}
+            "lost": kernel.counters.get("lost", 0)}
 
 
 def _pick_codex(codex: str | None) -> str:
@@ -446,10 +418,8 @@ Examples:
 def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_json: bool) -> int:
     """What the rustls (aws-lc) probes cost per TLS record, next to this machine's
     empty-uprobe floor, and what they do on real Codex turns (root, loopback only)."""
-    if os.geteuid() != 0:
-        raise PrivilegeError("busted bench rustls loads eBPF programs and needs root.",
-                             "Run it with sudo.")
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    require_root("rustls")
+    say = progress(as_json)
     path = os.path.realpath(_pick_codex(codex))
     try:
         sites = rustls.plan(path)
@@ -457,7 +427,7 @@ def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_js
         raise BenchError(f"{path}: the rustls probes cannot be placed ({exc}).") from exc
     if not sites:
         raise BenchError(f"{path} does not carry rustls.")
-    load_start = round(os.getloadavg()[0], 2)
+    load_start = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="busted-bench-rustls-", dir="/tmp"))
     try:
         stub = build_stub(workdir)
@@ -465,13 +435,7 @@ def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_js
                                   "codex": on_codex(path, workdir, rounds, records, say)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report["command"] = "busted bench rustls " + " ".join(sys.argv[3:])
-    report["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return finish(report, "rustls", load_start, as_json, print_report)
 
 
 def print_report(report: dict[str, Any]) -> None:

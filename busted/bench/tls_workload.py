@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+from busted.bench.measure import percentile
+
 SNI = "api.openai.com"
 RECORD = 100  # bytes per write in the per-call measurements
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux; root may exceed net.core.*mem_max
@@ -49,8 +51,10 @@ STREAM_CHUNKS = 10
 SINK_LENGTH = 1 << 40
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for :data:`SNI` signed by it; returns (ca, cert, key)."""
+def make_certificates(directory: Path, host: str = SNI,
+                      also: str = "") -> tuple[Path, Path, Path]:
+    """A CA and a certificate for ``host`` (and the subjectAltName entries ``also``, e.g.
+    ``IP:127.0.0.1``) signed by it; returns (ca, cert, key)."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def run(*args: str) -> None:
@@ -58,8 +62,9 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
         "-subj", "/CN=busted bench CA", "-addext", "basicConstraints=critical,CA:TRUE")
-    (directory / "leaf.ext").write_text(f"subjectAltName=DNS:{SNI}\nbasicConstraints=CA:FALSE\n")
-    run("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", f"/CN={SNI}")
+    names = ",".join(filter(None, (f"DNS:{host}", also)))
+    (directory / "leaf.ext").write_text(f"subjectAltName={names}\nbasicConstraints=CA:FALSE\n")
+    run("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", f"/CN={host}")
     run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "leaf.pem", "-days", "1", "-extfile", "leaf.ext")
     return directory / "ca.pem", directory / "leaf.pem", directory / "leaf.key"
@@ -335,7 +340,7 @@ def run_latency(conn: ssl.SSLSocket, size: int, duration: float,
     latencies.sort()
 
     def ms(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 4)
+        return round(percentile(latencies, q) * 1000, 4)
 
     return {"requests": len(latencies), "seconds": elapsed,
             "requests_per_s": len(latencies) / elapsed, "request_bytes": len(request),
