@@ -1,4 +1,5 @@
-"""What one traced TLS call pays in the kernel, for `busted bench probes`.
+"""What one traced TLS call pays in the kernel, for `busted bench probes`, `go-tls` and
+`rustls`.
 
 - :class:`EmptyUprobes`: *empty* uprobes (a hit counter), bound to one client pid, at
   the sites a bench names (:func:`ssl_sites`: ``SSL_write_ex`` / ``SSL_read_ex`` at the
