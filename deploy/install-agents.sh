@@ -7,13 +7,15 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BUSTED_AGENT_CACHE:-/var/cache/busted/agents}
 say() { printf '[agents] %s\n' "$*"; }
+# a program is in place when executable; a .js program (run by node) needs only be a file
+present() { [ -x "$1" ] || { [[ "$1" == *.js ]] && [ -f "$1" ]; }; }
 
 mkdir -p "$cache"
 chmod 0755 "$cache"
 while read -r name spec program; do
     case "$name" in ''|'#'*) continue ;; esac
     dest="$cache/$name"
-    if [ -x "$dest/package/$program" ]; then
+    if present "$dest/package/$program"; then
         continue
     fi
     say "fetching $spec"
@@ -26,12 +28,13 @@ while read -r name spec program; do
     fi
     tar -xzf "$work"/*.tgz -C "$work"
     rm -f "$work"/*.tgz
-    if [ ! -x "$work/package/$program" ]; then
+    if ! present "$work/package/$program"; then
         rm -rf "$work"
         echo "setup: $spec does not hold $program; fix deploy/agents.txt." >&2
         exit 1
     fi
     rm -rf "$dest"
+    chmod 0755 "$work"  # mktemp made it private; the cache is readable by all
     mv "$work" "$dest"
 done < "$repo/deploy/agents.txt"
 say "agents in $cache"

@@ -1,4 +1,4 @@
-"""Real Claude Code and Bun binaries, seen by the real monitor (issue 11).
+"""Real Claude Code, Bun and Gemini CLI, seen by the real monitor (issue 11).
 
 Claude Code's native binary is a Bun executable with BoringSSL linked in and no SSL
 symbols: busted finds SSL_write / SSL_read / SSL_do_handshake by their error reports
@@ -7,7 +7,11 @@ apart, two Bun releases) runs once with a prompt against the fake Anthropic API 
 on the test loopback address under its real name, the test CA trusted), while the
 session's monitor (default flags) runs: the request must come out as an LLM_REQUEST of
 provider Anthropic with the model and the prompt typed, the streamed answer in the
-LLM_RESPONSE, both with the agent's pid and process name.
+LLM_RESPONSE, both with the agent's pid, process name and the SNI it sent.
+
+Gemini CLI (the npm bundle on the system node) sends ~31 KB per request, its prompt at
+the end: with the monitor's default flags the request must arrive whole (not truncated,
+more than the 16 KiB a default copy once stopped at), provider Google, the prompt typed.
 
 With ``--enforce`` and the seed's rule adapted to Anthropic (deny when the payload holds
 "berko"), Claude Code is killed before the fake API receives such a prompt, and a run
@@ -29,7 +33,7 @@ import pytest
 from .harness import agents
 from .harness.events import Event, payload_text, summarize
 from .harness.monitor import berko_rule, enforcing_monitor
-from .harness.pki import ANTHROPIC_HOST, BORING_HOST
+from .harness.pki import ANTHROPIC_HOST, BORING_HOST, GEMINI_HOST
 
 pytestmark = pytest.mark.privileged
 
@@ -52,24 +56,30 @@ def _llm_event(monitor, pid: int, content_class: str, match, what: str) -> Event
         TIMEOUT, what, pid)
 
 
-def _check_conversation(monitor, tls_server, result, prompt: str, process_name: str) -> None:
-    """The monitor reported the request and its streamed answer, as the server saw them."""
+def _check_conversation(monitor, tls_server, result, prompt: str, process_name: str,
+                        provider: str = "Anthropic", model: str = agents.MODEL,
+                        path: str = "/v1/messages", host: str = ANTHROPIC_HOST) -> Event:
+    """The monitor reported the request and its streamed answer, as the server saw them.
+    Returns the LLM_REQUEST event."""
     request = tls_server.wait_for_request(
-        lambda r: r.path.startswith("/v1/messages") and prompt.encode() in r.body, TIMEOUT)
+        lambda r: r.path.startswith(path) and prompt.encode() in r.body, TIMEOUT)
+    assert request.sni == host, f"the agent sent SNI {request.sni!r}, not {host}"
     assert request.answer in result.stdout, f"the agent did not print the answer:\n{result.stdout}"
     sent = _llm_event(monitor, result.pid, "LLM_REQUEST",
                       lambda e: prompt in (e.get("llm_user_message") or ""),
                       f"the LLM_REQUEST of pid {result.pid} holding the prompt")
     assert sent.get("llm_user_message") == prompt, summarize(sent)
-    assert sent.get("llm_provider") == "Anthropic", summarize(sent)
-    assert sent.get("llm_model") == agents.MODEL, summarize(sent)
+    assert sent.get("llm_provider") == provider, summarize(sent)
+    assert sent.get("llm_model") == model, summarize(sent)
     assert sent.get("process_name") == process_name, summarize(sent)
-    assert sent.get("sni") in (None, "", ANTHROPIC_HOST), summarize(sent)
+    assert sent.get("sni") == host, summarize(sent)
     answer = _llm_event(monitor, result.pid, "LLM_RESPONSE",
                         lambda e: request.answer in (e.get("llm_response_preview") or ""),
                         f"the LLM_RESPONSE of pid {result.pid} with '{request.answer}'")
-    assert answer.get("llm_provider") == "Anthropic", summarize(answer)
+    assert answer.get("llm_provider") == provider, summarize(answer)
     assert answer.get("process_name") == process_name, summarize(answer)
+    assert answer.get("sni") == host, summarize(answer)
+    return sent
 
 
 @pytest.mark.parametrize("name", agents.names("claude-"))
@@ -91,6 +101,23 @@ def test_bun_fetch_is_seen(name, monitor, tls_server, clients, tmp_path):
                          timeout=RUN_TIMEOUT, env=agents.bun_env())
     assert result.result.get("pid") == result.pid, result.stdout
     _check_conversation(monitor, tls_server, result, prompt, "bun")
+
+
+@pytest.mark.parametrize("name", agents.names("gemini-"))
+def test_gemini_cli_request_arrives_whole(name, monitor, tls_server, clients, tmp_path):
+    """`gemini -p`: one ~31 KB streamed request, the prompt after Gemini CLI's own
+    <session_context> part, seen whole with the monitor's default flags."""
+    script = agents.program(name)
+    prompt = f"Explain {_marker('uprobes')} in one line"
+    result = clients.run(agents.gemini_argv(script, prompt, tmp_path / "work"),
+                         timeout=RUN_TIMEOUT, env=agents.gemini_env(tmp_path / "home"))
+    sent = _check_conversation(monitor, tls_server, result, prompt, "node", provider="Google",
+                               model=agents.GEMINI_MODEL,
+                               path=f"/v1beta/models/{agents.GEMINI_MODEL}:streamGenerateContent",
+                               host=GEMINI_HOST)
+    assert not sent.get("truncated"), summarize(sent)
+    assert sent.get("bytes", 0) > 16384, summarize(sent)
+    assert sent.get("llm_stream") is True, summarize(sent)
 
 
 def test_bun_reused_ssl_object_does_not_inherit_a_verdict(monitor, tls_server, clients,

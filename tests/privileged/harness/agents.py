@@ -7,13 +7,16 @@ non-interactively, against the fake APIs of the harness: the provider's real hos
 (the client namespace's hosts file), the test CA (``NODE_EXTRA_CA_CERTS``, set by the
 namespace; Bun reads it like node), an API key, and for Claude Code a fresh ``HOME`` and
 no background traffic (updates, telemetry), so that one ``claude -p PROMPT`` makes the
-requests it needs and exits.
+requests it needs and exits. Gemini CLI is a node script (its npm bundle, run by the
+system node) and needs the same: one ``gemini -p PROMPT`` makes one streamed request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +27,17 @@ AGENT_CACHE = Path(os.environ.get("BUSTED_AGENT_CACHE", "/var/cache/busted/agent
 AGENTS_TXT = Path(__file__).resolve().parents[3] / "deploy" / "agents.txt"
 ANTHROPIC_KEY = "sk-ant-api03-test-SECRET-0123456789abcdef"
 MODEL = "claude-sonnet-4-5"  # asked for explicitly: each release has its own default
+GEMINI_KEY = "test-key"
+GEMINI_MODEL = "gemini-2.5-flash"
+# Gemini CLI's settings for one quiet non-interactive run: no update check, no usage
+# statistics or telemetry (both would open connections of their own), no folder-trust
+# question, the API key as the way to sign in.
+GEMINI_SETTINGS = {
+    "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+    "security": {"folderTrust": {"enabled": False}, "auth": {"selectedType": "gemini-api-key"}},
+}
 
 # One Anthropic Messages request with a streamed answer, made with Bun's fetch (BoringSSL
 # inside Bun). Prints its pid, its comm and the answer's text deltas as one JSON line.
@@ -86,9 +100,10 @@ def names(prefix: str) -> list[str]:
 
 
 def program(name: str) -> Path:
-    """The installed program of one pinned agent; the test fails (never skips) without it."""
+    """The installed program of one pinned agent; the test fails (never skips) without it.
+    A ``.js`` program is run by node: it need not be executable."""
     path = AGENT_CACHE / name / "package" / pinned()[name]
-    if not os.access(path, os.X_OK):
+    if not os.access(path, os.R_OK if path.suffix == ".js" else os.X_OK):
         pytest.fail(f"{path} is missing: run `make setup` (deploy/install-agents.sh installs "
                     f"the agents of deploy/agents.txt from npm)")
     return path
@@ -112,6 +127,26 @@ def claude_argv(binary: Path, prompt: str, workdir: Path, model: str = MODEL) ->
     system prompt, and busted's mention the words tests look for."""
     workdir.mkdir(parents=True, exist_ok=True)
     return ["env", "-C", str(workdir), str(binary), "-p", prompt, "--model", model]
+
+
+def gemini_env(home: Path) -> dict[str, str]:
+    """What `gemini -p` needs to run once against the fake API and exit: a fresh HOME
+    with the settings above, and no relaunch (Gemini CLI otherwise starts itself again
+    in a child node with a larger heap: the request would come from another pid)."""
+    settings = home / ".gemini" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(GEMINI_SETTINGS))
+    return {"HOME": str(home), "GEMINI_API_KEY": GEMINI_KEY, "GEMINI_CLI_NO_RELAUNCH": "true"}
+
+
+def gemini_argv(script: Path, prompt: str, workdir: Path, model: str = GEMINI_MODEL) -> list[str]:
+    """`gemini -p PROMPT`: the system node running the bundle, started in ``workdir``
+    (Gemini CLI lists the working directory in its request; ``env -C`` execs: same pid)."""
+    node = shutil.which("node")
+    if node is None:
+        raise AssertionError("node is missing: install nodejs >= 20 (deploy/setup-host.sh)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ["env", "-C", str(workdir), node, str(script), "-p", prompt, "-m", model]
 
 
 def bun_argv(binary: Path, directory: Path, script: str, *args: str) -> list[str]:

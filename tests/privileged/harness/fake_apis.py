@@ -4,6 +4,8 @@
 - OpenAI ``/v1/responses`` (SSE, or a WebSocket as Codex uses it: :mod:`.responses_api`);
 - Anthropic ``POST /v1/messages`` (JSON, or SSE with named events);
 - Ollama ``POST /api/chat`` and ``/api/generate`` (NDJSON stream by default, as Ollama does);
+- Gemini ``POST /v1beta/models/M:streamGenerateContent?alt=sse`` (SSE ``data:`` chunks),
+  ``:generateContent`` (JSON) and ``:countTokens``, as Gemini CLI calls them;
 - ``GET /download?bytes=N&chunk=K&pause_ms=P`` — a large, paced, uninteresting body;
 - anything else: a small JSON acknowledgement.
 
@@ -144,6 +146,31 @@ def ollama(request: Request, pause_s: float = 0.0) -> Response:
                     stream=[json.dumps(obj).encode() + b"\n" for obj in lines], pause_s=pause_s)
 
 
+def gemini(request: Request, pause_s: float = 0.0) -> Response:
+    """The Gemini API: the model is in the path (``/v1beta/models/M:method``)."""
+    path = urlsplit(request.path).path
+    model, _, method = path.rsplit("/", 1)[-1].partition(":")
+    if method == "countTokens":
+        request.answer = "12 tokens"
+        return _json(200, {"totalTokens": 12})
+    answer = request.answer = answer_for(request)
+    usage = {"promptTokenCount": 12, "candidatesTokenCount": 9, "totalTokenCount": 21}
+
+    def chunk(text: str, finish: str | None = None) -> dict:
+        candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
+                "responseId": "resp_test"}
+
+    if method != "streamGenerateContent":
+        return _json(200, chunk(answer, "STOP"))
+    events: list[tuple[str | None, object]] = [
+        (None, chunk("Sure. ")), (None, chunk(answer)), (None, chunk("", "STOP"))]
+    return Response(200, [("content-type", "text/event-stream")], stream=_sse(events),
+                    pause_s=pause_s)
+
+
 # What a large download looks like: incompressible bytes (a tarball, an image), fixed so
 # runs are comparable.
 _RANDOM_BLOCK = random.Random(1234).randbytes(256 << 10)
@@ -178,6 +205,8 @@ def route(request: Request, pause_s: float = 0.0) -> Response:
         return openai_chat(request, pause_s)
     if request.method == "POST" and path.endswith("/messages"):
         return anthropic_messages(request, pause_s)
+    if request.method == "POST" and "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
+        return gemini(request, pause_s)
     if path.startswith("/api/chat") or path.startswith("/api/generate"):
         return ollama(request, pause_s)
     if path.startswith("/download"):

@@ -16,10 +16,11 @@ from pathlib import Path
 
 OPENAI_HOST = "api.openai.com"
 ANTHROPIC_HOST = "api.anthropic.com"
+GEMINI_HOST = "generativelanguage.googleapis.com"
 # A host whose traffic is not LLM traffic: its connections should get a "not interesting"
 # verdict and stop being copied.
 BORING_HOST = "downloads.example.com"
-HOSTS = (OPENAI_HOST, ANTHROPIC_HOST, BORING_HOST)
+HOSTS = (OPENAI_HOST, ANTHROPIC_HOST, BORING_HOST, GEMINI_HOST)
 
 
 class PKIError(RuntimeError):
