@@ -18,7 +18,7 @@ STREAM_GROUP = "busted"
 # Unprivileged account that workers parsing untrusted payloads switch to after set-up.
 WORKER_USER = "busted"
 
-# Pipeline tuning (see ../shared/measurements.md: batches of 64 roughly double throughput).
+# Pipeline tuning (bench/README.md, "Pipeline": batches of 64 with a 1 ms flush).
 BATCH_SIZE = 64
 FLUSH_INTERVAL_S = 0.001
 HWM_MESSAGES = 1000  # per socket; x BATCH_SIZE events of buffering per hop

@@ -41,7 +41,7 @@ How evaluation is done:
   module right before ``add_policy`` (a v1 module added in v0 mode parses with only a
   warning and then evaluates wrongly).
 
-Traps handled here (see ../shared/measurements.md):
+Traps handled here (each met on this engine in practice):
 
 - A ``regorus.Engine`` must only be used by the thread that created it; a use from
   another thread panics, and a Rust panic surfaces as ``PanicException``, which derives
