@@ -306,7 +306,7 @@ class LoopBench:
 
 def _wait_for_enforce_lock(say) -> None:
     """Only one monitor may enforce per host: wait while another one does."""
-    from busted.enforcer import HOST_LOCK
+    from busted.enforce.enforcer import HOST_LOCK
 
     deadline = time.monotonic() + LOCK_WAIT_S
     told = False

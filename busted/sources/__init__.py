@@ -4,7 +4,7 @@ A source produces raw events (dicts in the shape of :mod:`busted.schema`) and is
 by the capture loop, which numbers them (``seq``), batches them and hands them on
 without ever blocking. Sources:
 
-- ``bpf``: the kernel probes (:mod:`busted.sources.kernel`, the only user of bcc);
+- ``bpf``: the kernel probes (:mod:`busted.sources.kernel`, capture's only user of bcc);
 - ``synthetic``: realistic LLM / MCP / other traffic at a chosen rate;
 - ``replay:FILE``: recorded events, one JSON object per line.
 """

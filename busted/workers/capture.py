@@ -22,7 +22,9 @@ import zmq
 
 from busted import ipc
 from busted.config import MonitorConfig
-from busted.enforcer import Enforcer
+from busted.enforce.enforcer import Enforcer
+from busted.enforce.hooks import HoldHooks
+from busted.errors import UsageError
 from busted.rundir import RuntimeDir
 from busted.sources import Source, open_source
 from busted.workers.runner import Counters, SupervisorLink
@@ -164,8 +166,13 @@ ENFORCER_COMMANDS = ("release", "kill", "block")
 def _make_enforcer(config: MonitorConfig, source: Source) -> Enforcer:
     """The enforcer with its kernel parts: the connect blocker (report-only in a dry
     run) and, when writes are held, the watchdog that outlives this worker."""
-    from busted.sources.kernel import ConnectBlocker, holds_writes
-    from busted.watchdog import Watchdog
+    from busted.enforce.connect_blocker import ConnectBlocker
+    from busted.enforce.watchdog import Watchdog
+    from busted.sources.kernel import holds_writes
+
+    if not isinstance(source, HoldHooks):  # `busted monitor` refuses this combination first
+        raise UsageError("--enforce acts on real processes, so it needs --source bpf.",
+                         "Drop --source, or drop --enforce.")
 
     def watchdog(held_map_fd: int, switch_map_fd: int) -> Watchdog:
         return Watchdog(config.fail_closed, held_map_fd, switch_map_fd)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
-from busted.enforcer import release_command
+from busted.enforce.enforcer import release_command
 from busted.workers.stage import Event, Stage
 
 

@@ -14,14 +14,14 @@ reloads the policies when their files change. A broken policy at start-up raises
 :class:`busted.errors.PolicyError` with file:line:col; a broken edit later keeps the
 previous policy and logs the error.
 
-Under ``--enforce`` the stage also answers capture (see :mod:`busted.enforcer`): every
-held event gets ``{"cmd": "release"}`` or, when denied, ``{"cmd": "kill"}``; a denied
+Under ``--enforce`` the stage also answers capture (see :mod:`busted.enforce.enforcer`):
+every held event gets ``{"cmd": "release"}`` or, when denied, ``{"cmd": "kill"}``; a denied
 event that was not held gets ``kill`` too (its process is killed after the fact). Only
 what a process sends is acted on: a denied read (an answer received, or a server
 reading a request) says ``action: none-received``, a server's denied answer
 ``none-server-side``. The
-policies' ``block_destinations`` set (:mod:`busted.destinations`) is evaluated at load
-and reload, its host names resolved off the event path, and sent as ``{"cmd":
+policies' ``block_destinations`` set (:mod:`busted.enforce.destinations`) is evaluated at
+load and reload, its host names resolved off the event path, and sent as ``{"cmd":
 "block"}``, again every few seconds so a restarted capture worker gets it back.
 """
 
@@ -31,7 +31,7 @@ import logging
 import os
 
 from busted.config import MonitorConfig
-from busted.enforcer import release_command
+from busted.enforce.enforcer import release_command
 from busted.schema import ENFORCEMENT_CONTEXT
 from busted.workers.stage import Event, Stage
 
@@ -144,7 +144,7 @@ class PolicyStage(Stage):
         """Evaluate the block list now; resolve its names in a helper thread."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from busted.destinations import DestinationError, parse
+        from busted.enforce.destinations import DestinationError, parse
 
         raw = None
         if BLOCKS_RULE.rsplit(".", 1)[1] in self.live.policy_set.rules():
@@ -204,7 +204,7 @@ def _passive(event: Event) -> str:
 
 
 def _resolve_all(entries) -> list[dict]:
-    from busted.destinations import resolve
+    from busted.enforce.destinations import resolve
 
     return [d.as_dict(resolve(d.host) if d.host else None) for d in entries]
 

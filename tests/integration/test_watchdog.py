@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from busted.watchdog import Watchdog
+from busted.enforce.watchdog import Watchdog
 
 from .conftest import wait_for
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.privileged
 if os.geteuid() != 0:
     pytest.skip("needs root (BPF on the cgroup hierarchy)", allow_module_level=True)
 
-from busted.sources.kernel import ConnectBlocker  # noqa: E402 - after the root check
+from busted.enforce.connect_blocker import ConnectBlocker  # noqa: E402 - after the root check
 
 DENIED, ALLOWED = "127.77.0.1", "127.77.0.2"
 

@@ -32,7 +32,7 @@ import pytest
 from monitor_process import BUSTED, Monitor, busted_cli
 from polling import wait_for
 
-from busted.watchdog import Watchdog
+from busted.enforce.watchdog import Watchdog
 from busted.workers import ROLES
 
 NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]

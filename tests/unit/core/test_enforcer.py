@@ -1,8 +1,8 @@
 """The capture worker's enforcer with real processes (sleep) as the held writers.
 
-The kernel parts are fakes (a blocker that records its map, a source that records
-kill_on_write); the signals are real: a held process is really stopped here (as the
-uprobe would do) and the enforcer must resume or kill it.
+The kernel parts are fakes (a blocker that records its map, a source that records what
+its hold hooks are asked); the signals are real: a held process is really stopped here
+(as the uprobe would do) and the enforcer must resume or kill it.
 """
 
 from __future__ import annotations
@@ -16,17 +16,42 @@ import pytest
 from polling import wait_for
 
 from busted.config import MonitorConfig
-from busted.destinations import DestinationError, parse
-from busted.enforcer import Enforcer
+from busted.enforce.connect_blocker import ConnectBlocker
+from busted.enforce.destinations import DestinationError, parse
+from busted.enforce.enforcer import Enforcer
+from busted.enforce.hooks import Blocker, HoldHooks, HoldWatchdog
+from busted.enforce.watchdog import Watchdog
 from busted.kernel.procstat import is_stopped
+from busted.sources.kernel import KernelSource
 
 
 class FakeSource:
+    """The kernel source's hold side: records what the enforcer asked of the kernel."""
+
     def __init__(self) -> None:
         self.kill_on_write_pids: list[int] = []
+        self.holding: list[bool] = []
+        self.unheld: list[int] = []
+        self.stopped: dict[int, int] = {}  # what the kernel's held_pids map would hold
 
     def kill_on_write(self, pid: int) -> None:
         self.kill_on_write_pids.append(pid)
+
+    def set_holding(self, on: bool) -> None:
+        self.holding.append(on)
+
+    def held_pids(self) -> dict[int, int]:
+        return dict(self.stopped)
+
+    def unhold(self, pid: int) -> None:
+        self.unheld.append(pid)
+        self.stopped.pop(pid, None)
+
+    def held_map_fd(self) -> int:
+        return -1
+
+    def switch_map_fd(self) -> int:
+        return -1
 
 
 class FakeBlocker:
@@ -62,6 +87,27 @@ class FakeWatchdog:
 
     def close(self) -> None:
         self.lines.append(("close",))
+
+
+def _methods(protocol: type) -> set[str]:
+    return {name for name, value in vars(protocol).items()
+            if callable(value) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize("protocol, fake, real", [
+    (HoldHooks, FakeSource, KernelSource),
+    (Blocker, FakeBlocker, ConnectBlocker),
+    (HoldWatchdog, FakeWatchdog, Watchdog),
+])
+def test_the_fakes_and_the_real_parts_offer_the_whole_interface(protocol, fake, real):
+    """The enforcer is given these as typed interfaces: a method missing from a fake
+    would leave the enforcer untested on it, one missing from a real part would fail
+    only as root."""
+    methods = _methods(protocol)
+    assert methods
+    for cls in (fake, real):
+        assert not {m for m in methods if not callable(getattr(cls, m, None))}, cls
+    assert isinstance(fake(), protocol)
 
 
 def _sleeper() -> subprocess.Popen:

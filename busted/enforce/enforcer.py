@@ -9,16 +9,17 @@ Capture is the only root worker, so every action starts here:
   workers answer with ``release`` (allow, or nothing to judge yet) or ``kill`` (deny)
   feedback, and the process gets SIGCONT or SIGKILL. A hold without an answer by its
   deadline (``--hold-deadline-ms``) is resumed (fail open) or killed
-  (``--fail-closed``). A separate watchdog process (:mod:`busted.watchdog`) does the
-  same if this worker dies; when the whole monitor stops, :meth:`close` releases
-  everything still held.
+  (``--fail-closed``). A separate watchdog process (:mod:`busted.enforce.watchdog`)
+  does the same if this worker dies; when the whole monitor stops, :meth:`close`
+  releases everything still held.
 - **Denies of processes that were not held** (a controlling terminal, plain-text
   model servers): the process is killed at once and put in the kernel's
   ``kill_on_write`` map, so a TLS write it starts after the verdict is killed before
   encryption. The denied request itself has left the host.
 - **Blocked destinations.** The policy's ``block_destinations`` set (see
-  :mod:`busted.destinations`) fills the deny map of the cgroup connect programs; DNS
-  answers for blocked names add their addresses. Refused connects are reported.
+  :mod:`busted.enforce.destinations`) fills the deny map of the cgroup connect programs
+  (:mod:`busted.enforce.connect_blocker`); DNS answers for blocked names add their
+  addresses. Refused connects are reported.
 
 Every action is an ``ENFORCEMENT`` event (``action``, ``policy``, ``hold_ms``);
 ``--dry-run`` holds nothing, kills nothing, refuses nothing, and reports ``would-kill``
@@ -33,11 +34,13 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from busted.config import MonitorConfig
-from busted.destinations import DestinationError, parse
+from busted.enforce.destinations import DestinationError, parse
+from busted.enforce.hooks import Blocker, HoldHooks, HoldWatchdog
 from busted.errors import BustedError
 from busted.rootfiles import open_private
 from busted.schema import ENFORCEMENT_CONTEXT
@@ -72,14 +75,16 @@ def _percentile(values: list[float], q: float) -> float:
 class Enforcer:
     """Holds, releases, kills and blocks for the capture worker.
 
-    ``source`` must offer ``kill_on_write(pid)``; ``blocker`` (a
-    :class:`busted.sources.kernel.ConnectBlocker` or a fake) ``start/block/unblock/
-    poll/close``; ``watchdog`` ``hold/done/close``. ``protected`` pids are never
-    signalled (busted's own processes).
+    ``source`` is the kernel source's hold side, ``blocker`` the connect blocker (a
+    :class:`busted.enforce.connect_blocker.ConnectBlocker` or a fake), ``watchdog`` the
+    watchdog (or ``watchdog_factory``, called at start with the fds of the kernel's
+    ``held_pids`` and ``hold_switch`` maps): see :mod:`busted.enforce.hooks`.
+    ``protected`` pids are never signalled (busted's own processes).
     """
 
-    def __init__(self, config: MonitorConfig, source: Any, *, blocker: Any = None,
-                 watchdog: Any = None, watchdog_factory: Any = None,
+    def __init__(self, config: MonitorConfig, source: HoldHooks, *,
+                 blocker: Blocker | None = None, watchdog: HoldWatchdog | None = None,
+                 watchdog_factory: Callable[[int, int], HoldWatchdog] | None = None,
                  protected: frozenset[int] = frozenset()) -> None:
         self.dry_run = bool(config.dry_run)
         self.fail_closed = bool(config.fail_closed)
@@ -87,7 +92,7 @@ class Enforcer:
         self.source = source
         self.blocker = blocker
         self.watchdog = watchdog
-        # Called at start with the fd of the kernel's held_pids map (or -1).
+        # Called at start with the fds of the kernel's held_pids and hold_switch maps (or -1).
         self.watchdog_factory = watchdog_factory
         self._next_sweep = 0.0
         self.protected = protected | {0, 1, os.getpid(), os.getppid()}
@@ -118,7 +123,7 @@ class Enforcer:
             self.watchdog = self.watchdog_factory(self.source.held_map_fd(),
                                                   self.source.switch_map_fd())
         if not self.dry_run:
-            self._set_holding(True)  # only now is someone there to answer
+            self.source.set_holding(True)  # only now is someone there to answer
         log.info("enforcement %s: holds %s, deadline %d ms, %s",
                  "DRY RUN (reporting only)" if self.dry_run else "on",
                  "off" if self.dry_run else "on",
@@ -126,7 +131,7 @@ class Enforcer:
 
     def close(self) -> list[Event]:
         """Stopping: nobody may stay stopped. Released the fail-mode way."""
-        self._set_holding(False)  # no new holds while the probes detach
+        self.source.set_holding(False)  # no new holds while the probes detach
         for pid in list(self._by_pid):
             self._finish_pid(pid, kill=self.fail_closed, action="released-at-exit"
                              if not self.fail_closed else "killed-at-exit")
@@ -199,7 +204,7 @@ class Enforcer:
     def _sweep(self) -> None:
         """Stops the kernel made that never reached us (a record lost on the way): past
         the deadline they get the fail mode too."""
-        held = getattr(self.source, "held_pids", dict)()
+        held = self.source.held_pids()
         if not held:
             return
         limit_ns = time.monotonic_ns() - int((self.deadline_s + SWEEP_GRACE_S) * 1e9)
@@ -303,16 +308,9 @@ class Enforcer:
         pidfd = self._pidfds.pop(pid, None)
         if pidfd is not None:
             os.close(pidfd)
-        unhold = getattr(self.source, "unhold", None)
-        if unhold is not None:
-            unhold(pid)
+        self.source.unhold(pid)
         if self.watchdog is not None:
             self.watchdog.done(pid)
-
-    def _set_holding(self, on: bool) -> None:
-        switch = getattr(self.source, "set_holding", None)
-        if switch is not None:
-            switch(on)
 
     def _event(self, action: str, pid: int, context: Event, *, seq: Any = None,
                hold_ms: float = 0.0) -> Event:

@@ -52,7 +52,7 @@ class Watchdog:
         os.set_inheritable(read_fd, True)
         fds = (read_fd,) + tuple(fd for fd in (held_map_fd, switch_map_fd) if fd >= 0)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "busted.watchdog", str(read_fd),
+            [sys.executable, "-m", "busted.enforce.watchdog", str(read_fd),
              "closed" if fail_closed else "open", str(held_map_fd), str(switch_map_fd)],
             pass_fds=fds, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
