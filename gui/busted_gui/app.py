@@ -489,6 +489,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
             "tab": self.tab,
             "providers": sorted(self.store.providers),
             "blind_label": dpg.get_value(self._ids["blind"]),
+            "processes_rows": self.processes_shown() if self.tab == "processes" else [],
             "screenshots": self._screenshots,
             "seqs": [e.get("seq") for e in (self.store.get(u) for u in self.store.view()) if e]
             [-2000:],

@@ -176,6 +176,8 @@ class GroupStats:
     models: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
     narrative: str = ""
+    seen_via: str = ""  # how its plaintext was read ("" = none yet); see visibility()
+    blind: Event | None = None  # its last BLIND_SPOT event
 
 
 class RateHistory:
@@ -357,6 +359,8 @@ class EventStore:
         pkey = f"{name or '?'} ({pid})"
         ikey = get("identity_instance") or pkey
         sdk = get("agent_sdk")
+        blind = get("event_type") == "BLIND_SPOT"
+        seen_via = "" if blind else _seen_via(event)
         for groups, key in ((self.processes, pkey), (self.identities, ikey)):
             g = groups.get(key)
             if g is None:
@@ -384,6 +388,10 @@ class EventStore:
             narrative = get("identity_narrative")
             if narrative:
                 g.narrative = narrative
+            if seen_via and g.seen_via in ("", "TLS"):
+                g.seen_via = seen_via
+            elif blind:
+                g.blind = event
 
     # --- reading -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -534,6 +542,40 @@ def endpoint_of(event: Event) -> str:
     if endpoint:
         return endpoint
     return content_class
+
+
+def _seen_via(event: Event) -> str:
+    """How busted read this event's plaintext: its TLS library when the event names
+    one, "plain text" for an unencrypted socket, "TLS" for TLS read by a probe that
+    does not say which library; "" when the event carries no plaintext."""
+    kind = event.get("event_type") or ""
+    if not (kind.startswith(("TLS_DATA", "DATA_"))
+            or event.get("content_class") in ("LLM_REQUEST", "LLM_RESPONSE",
+                                              "MCP_REQUEST", "MCP_RESPONSE")):
+        return ""
+    if event.get("tls_library"):
+        return event["tls_library"]
+    return "plain text" if kind.startswith("DATA_") else "TLS"
+
+
+def visibility(g: GroupStats) -> tuple[str, str]:
+    """The processes view's Visibility cell and its tooltip: blind (with the library
+    and why) when a BLIND_SPOT named the process, else the way its plaintext is read."""
+    if g.blind is not None:
+        e = g.blind
+        library = e.get("tls_library") or "unknown TLS"
+        where = e.get("sni") or e.get("dst_ip") or "?"
+        tip = (f"{e.get('exe') or g.process_name} -> {where}\n"
+               f"{e.get('blind_reason') or 'its plaintext is not seen'}\n"
+               f"What to do: {e.get('blind_advice') or '-'}")
+        if g.seen_via:
+            tip += "\n(other connections of this process are seen)"
+        return f"⚠ blind: {library}", tip
+    if g.seen_via == "TLS":
+        return "seen", "busted reads this process's TLS plaintext"
+    if g.seen_via:
+        return f"seen · {g.seen_via}", f"busted reads this process's traffic ({g.seen_via})"
+    return "—", "no plaintext of this process yet (connections only)"
 
 
 def blind_processes(stats: dict[str, Any] | None, store_blind: dict[int, Event]) -> list[str]:

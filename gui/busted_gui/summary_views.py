@@ -12,7 +12,7 @@ import dearpygui.dearpygui as dpg
 
 from busted_gui import theme
 from busted_gui.events_view import ALL, ROW_HEIGHT
-from busted_gui.model import Filter, human_bytes, human_count
+from busted_gui.model import Filter, GroupStats, human_bytes, human_count, visibility
 
 
 class SummaryViewsMixin:
@@ -81,7 +81,7 @@ class SummaryViewsMixin:
             dpg.delete_item(old)
         by_identity = self.group_by == "identity"
         cols = ("Agent identity" if by_identity else "Process",
-                "Narrative" if by_identity else "Container / pod", "SDK",
+                "Narrative" if by_identity else "Container / pod", "SDK", "Visibility",
                 "Events", "Requests", "Deny", "Audit", "Allow", "PII", "Providers", "Models",
                 "Last seen")
         with dpg.table(parent="processes_area", header_row=True, row_background=True,
@@ -90,6 +90,7 @@ class SummaryViewsMixin:
             for name in cols:
                 weight = {"Providers": 2.0, "Models": 2.0, "Narrative": 3.2, "Process": 1.4,
                           "Agent identity": 1.8, "Container / pod": 1.3, "SDK": 1.3,
+                          "Visibility": 1.3,
                           "Last seen": 0.9}.get(name, 0.62)
                 dpg.add_table_column(label=name, init_width_or_weight=weight)
             for g in self.store.group_rows(self.group_by)[:300]:
@@ -102,6 +103,7 @@ class SummaryViewsMixin:
                     else:
                         dpg.add_text(g.container or "—", color=theme.DIM)
                     dpg.add_text(", ".join(sorted(g.sdks)) or "—")
+                    _visibility(g)
                     dpg.add_text(human_count(g.events))
                     dpg.add_text(human_count(g.requests))
                     _count(g.decisions.get("deny", 0), theme.DENY)
@@ -114,6 +116,29 @@ class SummaryViewsMixin:
                     dpg.add_text(_ago(now, g.last_seen), color=theme.DIM)
         theme.bind_font(table, self.fonts.table)
         self._ids["processes_table"] = table
+
+    def processes_shown(self) -> list[dict[str, Any]]:
+        """The processes table as drawn, read back from its widgets (for the test
+        hooks): each row's cell texts by column and the texts of its tooltips."""
+        table = self._ids.get("processes_table")
+        if table is None or not dpg.does_item_exist(table):
+            return []
+        columns = [dpg.get_item_label(c) for c in dpg.get_item_children(table, 0)]
+        rows = []
+        for row in dpg.get_item_children(table, 1):
+            cells, tips = [], []
+            for cell in dpg.get_item_children(row, 1):
+                kind = dpg.get_item_type(cell)
+                if kind.endswith("mvSelectable"):
+                    cells.append(dpg.get_item_label(cell))
+                elif kind.endswith("mvGroup"):
+                    texts = _texts(cell)
+                    cells.append(texts[0])
+                    tips.extend(texts[1:])
+                else:
+                    cells.append(dpg.get_value(cell))
+            rows.append({"cells": dict(zip(columns, cells, strict=True)), "tips": tips})
+        return rows
 
     def _row_selectable(self, label: str, user_data: Any, callback) -> None:
         sel = dpg.add_selectable(label=label, span_columns=True, user_data=user_data,
@@ -128,6 +153,26 @@ class SummaryViewsMixin:
         self.apply_filter(user_data)
         self.set_tab("events")
 
+
+
+def _visibility(g: GroupStats) -> None:
+    """The Visibility cell: red when blind, with why and what to do in its tooltip."""
+    label, tip = visibility(g)
+    with dpg.group():
+        cell = dpg.add_text(label, color=theme.DENY if g.blind is not None
+                            else theme.TEXT if g.seen_via else theme.FAINT)
+        with dpg.tooltip(cell):
+            dpg.add_text(tip, wrap=520)
+
+
+def _texts(item: int | str) -> list[str]:
+    """The values of the text widgets under ``item``, depth first (tooltips too)."""
+    out = []
+    for child in dpg.get_item_children(item, 1) or []:
+        if dpg.get_item_type(child).endswith("mvText"):
+            out.append(dpg.get_value(child))
+        out.extend(_texts(child))
+    return out
 
 
 def _count(n: int, color: theme.RGBA) -> None:

@@ -181,3 +181,24 @@ def test_blind_spots_show_in_the_header_and_the_table(launch):
     state = ui.command(cmd="filter", text="JSSE")
     assert state["rows"], "the demo's BLIND_SPOT event is in the table"
     assert all(r["cells"][4] == "⚠ BLIND · Java" for r in state["rows"])
+
+
+def test_processes_view_shows_which_processes_are_seen_and_which_are_blind(launch):
+    ui = launch("--demo")
+    ui.wait_state(rows_rendered, what="rows")
+    ui.command(cmd="tab", name="processes")
+
+    def visibility_rows(state: dict) -> dict[str, dict] | None:
+        by_name = {r["cells"]["Process"]: r for r in state["processes_rows"]}
+        return by_name if "java (4711)" in by_name else None
+
+    by_name = visibility_rows(ui.wait_state(visibility_rows, what="the processes table"))
+    java = by_name["java (4711)"]
+    assert java["cells"]["Visibility"] == "⚠ blind: Java"
+    assert any("JSSE" in tip and "/bin/java" in tip and "api.openai.com" in tip
+               for tip in java["tips"]), java["tips"]
+    shown = {name: r["cells"]["Visibility"] for name, r in by_name.items()}
+    # The demo's agents talk to their providers through probed TLS (or a local socket).
+    seen = [name for name, how in shown.items() if how.startswith("seen")]
+    assert len(seen) >= 3, shown
+    assert [name for name, how in shown.items() if how.startswith("⚠")] == ["java (4711)"], shown

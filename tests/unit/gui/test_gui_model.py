@@ -10,6 +10,7 @@ from busted_gui.model import (
     human_bytes,
     human_count,
     row_cells,
+    visibility,
 )
 
 
@@ -112,6 +113,31 @@ def test_aggregates_per_provider_and_per_process():
     assert store.decisions == {"allow": 2, "deny": 1}
     assert store.pii_total == 1
     assert store.choices()["decision"] == ["allow", "deny"]
+
+
+def test_visibility_says_how_each_process_is_seen_or_why_it_is_blind():
+    store = EventStore()
+    store.add(ev(event_type="TCP_CONNECT", pid=1, process_name="ssh"))
+    store.add(ev(event_type="TLS_DATA_WRITE", content_class="LLM_REQUEST", pid=2))
+    store.add(ev(event_type="DATA_WRITE", content_class="LLM_REQUEST", pid=3))
+    store.add(ev(event_type="TLS_DATA_READ", pid=4, process_name="claude",
+                 tls_library="BoringSSL"))
+    store.add(ev(event_type="TLS_DATA_WRITE", pid=4, process_name="claude"))
+    store.add(ev(event_type="BLIND_SPOT", pid=5, process_name="gnutls-cli",
+                 exe="/usr/bin/gnutls-cli", sni="api.openai.com", tls_library="GnuTLS",
+                 blind_reason="GnuTLS is not hooked", blind_advice="use OpenSSL"))
+    procs = {g.key: visibility(g) for g in store.group_rows("process")}
+    assert procs["ssh (1)"][0] == "—"
+    assert procs["python3 (2)"][0] == "seen"
+    assert procs["python3 (3)"][0] == "seen · plain text"
+    assert procs["claude (4)"][0] == "seen · BoringSSL"
+    label, tip = procs["gnutls-cli (5)"]
+    assert label == "⚠ blind: GnuTLS"
+    assert tip.splitlines() == ["/usr/bin/gnutls-cli -> api.openai.com",
+                                "GnuTLS is not hooked", "What to do: use OpenSSL"]
+    # The agents view groups the same events the same way.
+    idents = {g.key: visibility(g)[0] for g in store.group_rows("identity")}
+    assert idents["gnutls-cli (5)"] == "⚠ blind: GnuTLS"
 
 
 def test_active_processes_counts_only_recent_ones():
