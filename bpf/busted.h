@@ -279,6 +279,23 @@ static __always_inline int judged_uninteresting(u32 pid, u64 conn_id)
     return verdict_of(pid, conn_id) == VERDICT_SKIP;
 }
 
+/* Tell userspace a fact about a connection object (an SSL*, a *tls.Conn): REC_SSL_FD
+ * (it is tied to socket fd) or REC_SSL_FREE (forget it: freed, or a new connection
+ * starts on it; fd is the new socket when known, else -1). */
+static __always_inline void send_ssl_rec(u32 type, u64 ssl, s32 fd)
+{
+    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
+    if (!r) {
+        count_lost(LOST_RINGBUF);
+        return;
+    }
+    fill_head(&r->h, type);
+    r->ssl = ssl;
+    r->fd = fd;
+    r->pad2 = 0;
+    events.ringbuf_submit(r, 0);
+}
+
 /* Does this write start a request whose body may be large? An HTTP/1 POST, PUT or
  * PATCH, the HTTP/2 connection preface ("PRI "), or a client's WebSocket data frame
  * (RSV2/RSV3 clear, opcode continuation/text/binary, masked: clients always mask). */

@@ -248,21 +248,10 @@ int gotls_handshake_enter(struct pt_regs *ctx)
         return 0;
     struct conn_key k = {.pid = id >> 32, .pad = 0, .conn_id = conn};
     verdicts.delete(&k);
-#ifdef FLAG_WIDE
     wide_conns.delete(&k);
-#endif
     s32 fd = go_socket_of(conn);
     go_fds.update(&k, &fd);
-    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
-    if (!r) {
-        count_lost(LOST_RINGBUF);
-        return 0;
-    }
-    fill_head(&r->h, REC_SSL_FREE);
-    r->ssl = conn;
-    r->fd = fd;
-    r->pad2 = 0;
-    events.ringbuf_submit(r, 0);
+    send_ssl_rec(REC_SSL_FREE, conn, fd);
     return 0;
 }
 

@@ -221,16 +221,7 @@ int tls_set_fd_enter(struct pt_regs *ctx)
     struct ssl_info *info = ssl_info_of(id >> 32, ssl);
     if (info)
         info->fd = fd;
-    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
-    if (!r) {
-        count_lost(LOST_RINGBUF);
-        return 0;
-    }
-    fill_head(&r->h, REC_SSL_FD);
-    r->ssl = ssl;
-    r->fd = fd;
-    r->pad2 = 0;
-    events.ringbuf_submit(r, 0);
+    send_ssl_rec(REC_SSL_FD, ssl, fd);
     return 0;
 }
 
@@ -248,16 +239,7 @@ static __always_inline int forget_ssl(struct pt_regs *ctx)
     verdicts.delete(&k);
     wide_conns.delete(&k);
     ssl_infos.delete(&k);
-    struct ssl_rec *r = events.ringbuf_reserve(sizeof(struct ssl_rec));
-    if (!r) {
-        count_lost(LOST_RINGBUF);
-        return 0;
-    }
-    fill_head(&r->h, REC_SSL_FREE);
-    r->ssl = ssl;
-    r->fd = -1;
-    r->pad2 = 0;
-    events.ringbuf_submit(r, 0);
+    send_ssl_rec(REC_SSL_FREE, ssl, -1);
     return 0;
 }
 
