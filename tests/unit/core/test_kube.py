@@ -72,7 +72,7 @@ users:
 
 def test_pods_on_this_node_are_indexed_by_container(api_server):
     kubeconfig, seen = api_server
-    index = PodIndex(kubeconfig, node_name="node-1", refresh_s=3600)
+    index = PodIndex(kubeconfig, node_name="node-1")
     index.start()
     try:
         for _ in range(200):
