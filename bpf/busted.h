@@ -63,6 +63,7 @@
 #define REC_EXIT 9        /* struct rec_head only: a process (thread group) ended */
 #define REC_LIBOPEN 10    /* struct path_rec: a process opened a libssl not yet probed */
 #define REC_HELLO 11      /* struct hello_rec: a TCP connection's first write, a TLS ClientHello */
+#define REC_EXCHANGE 12   /* struct exchange_rec: a request/response exchange of a TCP connection ended */
 
 /* rec_head.held of REC_LIBOPEN */
 #define LIB_HELD 1
@@ -152,6 +153,36 @@ struct conn_rec {
     u32 pad4;
     u8 saddr[16];   /* IPv4 in the first 4 bytes */
     u8 daddr[16];
+};
+
+/* One exchange of a tracked TCP connection: a run of sends, then a run of receives.
+ * Sent when the connection sends again after receiving, and at its close (behavioural
+ * features for busted.ml). Receives less than BURST_GAP_US apart form one burst: how a
+ * TLS library splits its reads (OpenSSL reads a record's 5-byte header apart) does not
+ * change the statistics of bursts, which are what a peer's writes look like. */
+struct exchange_rec {
+    struct rec_head h;
+    u64 sk;
+    u64 conn_id;
+    u64 start_ns;       /* first call of the exchange */
+    u64 first_rx_ns;    /* first receive (0: none) */
+    u64 last_rx_ns;
+    u64 end_ns;         /* the next send, or the close */
+    u64 tx_bytes;
+    u64 rx_bytes;
+    u64 gap_sum_us;     /* gaps between bursts, each capped at GAP_CAP_US */
+    u64 gap_sq_us;      /* sum of their squares (us^2) */
+    u32 tx_calls;
+    u32 rx_calls;
+    u32 rx_bursts;
+    u32 burst_min;      /* bytes of the smallest burst */
+    u32 burst_max;
+    u32 gap_max_us;
+    u32 pauses;         /* gaps longer than PAUSE_US */
+    u32 index;          /* exchanges before this one on the connection */
+    u32 closing;        /* 1: sent at the connection's close */
+    u32 pad7;
+    u16 burst_size[4];  /* bursts of <=128, <=1024, <=8192, more bytes */
 };
 
 struct path_rec {

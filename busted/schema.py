@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "DATA_READ",  # plain-text socket payload received
     "ENFORCEMENT",  # an action taken (or that would be taken) on a deny
     "BLIND_SPOT",  # TLS to an LLM host (or of an agent) whose plaintext is not seen
+    "TCP_EXCHANGE",  # a request/response exchange of a connection ended (exchange, ml_*)
 )
 
 CONTENT_CLASSES = (
@@ -100,6 +101,12 @@ class ProcessedEvent(TypedDict, total=False):
     tls_library: str  # the TLS library the connection appears to use
     blind_reason: str  # why its plaintext is not seen
     blind_advice: str  # what the user can do about it
+    # --- behaviour (busted.ml) ------------------------------------------------------
+    exchange: dict[str, Any]  # TCP_EXCHANGE: the exchange's statistics (busted.kernel.tracker)
+    plaintext_conn_id: int  # conn_id of the connection's payload events, when any was seen
+    ml_class: str  # the behavioural model's class (busted.ml.model.CLASSES), "" = none
+    ml_confidence: float  # its probability
+    ml_note: str  # e.g. "behaves like an LLM stream (0.94)"
     # --- classification -----------------------------------------------------------
     content_class: str  # one of CONTENT_CLASSES
     llm_provider: str
@@ -172,6 +179,11 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "tls_library": "",
     "blind_reason": "",
     "blind_advice": "",
+    "exchange": {},
+    "plaintext_conn_id": 0,
+    "ml_class": "",
+    "ml_confidence": 0.0,
+    "ml_note": "",
     "content_class": "",
     "llm_provider": "",
     "llm_endpoint": "",

@@ -29,6 +29,7 @@ REC_SSL_FD = 8
 REC_EXIT = 9
 REC_LIBOPEN = 10
 REC_HELLO = 11
+REC_EXCHANGE = 12
 
 SRC_TLS = 1
 SRC_PLAIN = 2
@@ -127,6 +128,35 @@ class HelloRec(ct.Structure):
     ]
 
 
+class ExchangeRec(ct.Structure):
+    """One request/response exchange of a TCP connection (busted.ml's features)."""
+
+    _fields_ = [
+        ("h", RecHead),
+        ("sk", ct.c_uint64),
+        ("conn_id", ct.c_uint64),
+        ("start_ns", ct.c_uint64),
+        ("first_rx_ns", ct.c_uint64),
+        ("last_rx_ns", ct.c_uint64),
+        ("end_ns", ct.c_uint64),
+        ("tx_bytes", ct.c_uint64),
+        ("rx_bytes", ct.c_uint64),
+        ("gap_sum_us", ct.c_uint64),
+        ("gap_sq_us", ct.c_uint64),
+        ("tx_calls", ct.c_uint32),
+        ("rx_calls", ct.c_uint32),
+        ("rx_bursts", ct.c_uint32),
+        ("burst_min", ct.c_uint32),
+        ("burst_max", ct.c_uint32),
+        ("gap_max_us", ct.c_uint32),
+        ("pauses", ct.c_uint32),
+        ("index", ct.c_uint32),
+        ("closing", ct.c_uint32),
+        ("pad7", ct.c_uint32),
+        ("burst_size", ct.c_uint16 * 4),
+    ]
+
+
 class SslInfo(ct.Structure):
     _fields_ = [("fd", ct.c_int32), ("pad5", ct.c_uint32), ("sni", ct.c_char * SNI_LEN)]
 
@@ -145,6 +175,7 @@ MIRRORS: dict[str, type[ct.Structure]] = {
     "conn_key": ConnKey,
     "path_rec": PathRec,
     "hello_rec": HelloRec,
+    "exchange_rec": ExchangeRec,
     "ssl_info": SslInfo,
 }
 
@@ -161,6 +192,7 @@ _BY_TYPE: dict[int, type[ct.Structure]] = {
     REC_EXIT: RecHead,
     REC_LIBOPEN: PathRec,
     REC_HELLO: HelloRec,
+    REC_EXCHANGE: ExchangeRec,
 }
 
 

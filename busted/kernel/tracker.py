@@ -10,7 +10,10 @@ The kernel sends small facts; this module keeps the state that joins them:
 - pid -> process name and container id (cached; /proc read once per process);
 - DNS payloads -> DNS_QUERY / DNS_ANSWER events, and an IP -> name table;
 - a connection's ClientHello (REC_HELLO) -> its SNI on every later event of the
-  connection, and the facts blind-spot detection reads (busted.kernel.blindspots).
+  connection, and the facts blind-spot detection reads (busted.kernel.blindspots);
+- a connection's request/response exchanges (REC_EXCHANGE) -> TCP_EXCHANGE events with
+  their statistics (``exchange``, busted.ml's features) and, when plaintext of the
+  connection was seen, the conn_id its payload events carry (``plaintext_conn_id``).
 
 ``proc`` (the /proc root) and ``clock`` are injected so tests can hand in fakes.
 """
@@ -45,6 +48,7 @@ class Conn:
     dst_port: int = 0
     sk: int = 0  # struct sock *, when its connect was seen
     tls: TlsConnection | None = None  # once its ClientHello was seen
+    plaintext_conn_id: int = 0  # conn_id of its payload events (an SSL* for TLS), once seen
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -224,6 +228,8 @@ class Tracker:
             return []  # handled by the source (it attaches probes)
         if kind == records.REC_HELLO:
             return self._hello(rec)
+        if kind == records.REC_EXCHANGE:
+            return self._exchange(rec)
         self._count("unknown_record")
         return []
 
@@ -307,6 +313,7 @@ class Tracker:
         else:
             conn = self._conn_for(pid, fd, rec.sk)
         if conn is not None:
+            conn.plaintext_conn_id = rec.conn_id
             ev.update(conn.fields())
             if "sni" not in ev and conn.dst_ip in self.ip_names:
                 ev["dns_name"] = self.ip_names[conn.dst_ip]
@@ -331,6 +338,32 @@ class Tracker:
         if len(self._new_tls) < _MAX_PENDING:
             self._new_tls.append(conn.tls)
         return []
+
+    def _exchange(self, rec: records.ExchangeRec) -> list[Event]:
+        """One exchange of a tracked connection ended: its statistics as an event."""
+        known = self._by_sk.get(rec.sk)
+        if known is not None:
+            _pid, _fd, conn, proc_fields = known
+            ev: Event = dict(proc_fields)
+        else:  # connected before the tracker's tables remembered it
+            conn = Conn()
+            ev = {"pid": rec.h.pid, "uid": rec.h.uid, "gid": rec.h.gid,
+                  "process_name": self._process(rec.h)["process_name"]}
+        ev.update(
+            event_type="TCP_EXCHANGE",
+            timestamp=self._wall_offset + rec.end_ns / 1e9,
+            conn_id=rec.conn_id,
+            bytes=rec.tx_bytes + rec.rx_bytes,
+            exchange=exchange_fields(rec, tls=conn.tls is not None),
+            **conn.fields(),
+        )
+        if conn.plaintext_conn_id:
+            ev["plaintext_conn_id"] = conn.plaintext_conn_id
+        if conn.tls is not None and conn.tls.sni:
+            ev["sni"] = conn.tls.sni
+        elif conn.dst_ip in self.ip_names:
+            ev["dns_name"] = self.ip_names[conn.dst_ip]
+        return [ev]
 
     def take_tls_connections(self) -> list[TlsConnection]:
         """Connections whose ClientHello was seen since the last call."""
@@ -408,6 +441,26 @@ class Tracker:
             del self._pending[key]
             out += self._finish(key, pending, complete=False)
         return out
+
+
+def exchange_fields(rec: records.ExchangeRec, tls: bool) -> dict[str, Any]:
+    """A REC_EXCHANGE's statistics as the plain dict TCP_EXCHANGE events carry (times
+    relative to the exchange's start, in microseconds)."""
+
+    def since_start(ns: int) -> int:
+        return max(0, (ns - rec.start_ns) // 1000) if ns else 0
+
+    return {
+        "index": rec.index, "closing": bool(rec.closing), "tls": tls,
+        "tx_bytes": rec.tx_bytes, "tx_calls": rec.tx_calls,
+        "rx_bytes": rec.rx_bytes, "rx_calls": rec.rx_calls, "rx_bursts": rec.rx_bursts,
+        "burst_min": rec.burst_min, "burst_max": rec.burst_max,
+        "burst_size": list(rec.burst_size),
+        "first_rx_us": since_start(rec.first_rx_ns), "last_rx_us": since_start(rec.last_rx_ns),
+        "end_us": since_start(rec.end_ns),
+        "gap_sum_us": rec.gap_sum_us, "gap_sq_us": rec.gap_sq_us,
+        "gap_max_us": rec.gap_max_us, "pauses": rec.pauses,
+    }
 
 
 def _conn_from_proc_line(local: str, remote: str, family: int) -> Conn:

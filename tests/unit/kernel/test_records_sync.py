@@ -79,7 +79,7 @@ def test_constants_match():
     consts = defines(header_text())
     for name in ("REC_DATA", "REC_SNI", "REC_SSL_FREE", "REC_CONNECT", "REC_ESTABLISHED",
                  "REC_CLOSE", "REC_EXEC", "REC_SSL_FD", "REC_EXIT", "REC_LIBOPEN", "PATH_LEN",
-                 "REC_HELLO", "HELLO_LEN", "SRC_HELLO",
+                 "REC_HELLO", "HELLO_LEN", "SRC_HELLO", "REC_EXCHANGE",
                  "SRC_TLS", "SRC_PLAIN", "SRC_DNS",
                  "DIR_WRITE", "DIR_READ", "FLAG_TRUNCATED", "FLAG_WIDE", "LOST_RINGBUF", "LOST_READ",
                  "LOST_STASH", "LOST_SLOTS", "COMM_LEN", "SNI_LEN"):
