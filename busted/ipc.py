@@ -4,6 +4,7 @@
 - :class:`BatchSender`: collects events into batches (flushed at ``BATCH_SIZE`` or after
   ``FLUSH_INTERVAL_S``) and hands them over without blocking the caller for longer than
   it allows; what cannot be handed over is counted as dropped, never silently lost.
+- :class:`PubSender`: the output stage's published stream, with the same interface.
 - :func:`pack` / :func:`unpack`: msgpack for small control and heartbeat messages.
 - :func:`bind_restricted` / :func:`peer_uid`: who may connect to an ipc socket, checked
   on the socket file's mode and owner and again on the peer's kernel credentials.
@@ -160,3 +161,34 @@ class BatchSender:
                 self.dropped += count
                 return
         self.sent += count
+
+
+class PubSender:
+    """The output stage's 'next hop': the published stream. PUB never blocks; a slow
+    subscriber loses messages at its own high-water mark without slowing us, and can
+    tell from the ``seq`` gaps."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.sent = 0
+        self.dropped = 0
+
+    def send_frame(self, frame: bytes, count: int) -> None:
+        self.sock.send_multipart([b"events", frame], zmq.NOBLOCK, copy=False)
+        self.sent += count
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.send_frame(schema.encode_batch(events), len(events))
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        self.sock.send_multipart([b"stats", pack(stats)], zmq.NOBLOCK)
+
+    def due_in(self) -> None:
+        return None
+
+    def flush_if_due(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass

@@ -25,9 +25,10 @@ from busted.config import MonitorConfig
 from busted.enforce.enforcer import Enforcer
 from busted.enforce.hooks import HoldHooks
 from busted.errors import UsageError
+from busted.kernel import memtrim
 from busted.rundir import RuntimeDir
 from busted.sources import Source, open_source
-from busted.workers.runner import Counters, SupervisorLink
+from busted.workers.runtime import Counters, SupervisorLink
 
 log = logging.getLogger("busted.capture")
 
@@ -72,6 +73,8 @@ class CaptureLoop:
                 poller = zmq.Poller()
                 poller.register(self.feedback, zmq.POLLIN)
                 poller.register(fd, zmq.POLLIN)
+        # The BPF compiler is done for good: give its memory back (bench/README.md, Memory).
+        memtrim.release_compiler_memory()
         log.info("capture ready: source %s", self.config.source)
         self.link.heartbeat(time.monotonic(), self._report(), kind="hello")
         try:

@@ -1,4 +1,7 @@
-"""The body of every worker process: sockets, batching, counters, heartbeats.
+"""The body of every worker process: its entry point, which picks the role's loop from
+a table (``LOOPS``), and the loop of the stages (``StageLoop``). What every role
+shares (supervisor link, counters, parent death, privilege drop) is in
+:mod:`busted.workers.runtime`.
 
 Sockets (paths from :class:`busted.config.Endpoints`):
 
@@ -17,7 +20,6 @@ unprivileged ``busted`` account once their sockets are set up.
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import math
@@ -25,17 +27,24 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import zmq
 
 from busted import ipc, schema
-from busted.config import HEARTBEAT_INTERVAL_S, Endpoints, MonitorConfig
+from busted.config import MonitorConfig
 from busted.errors import BustedError
 from busted.proctitle import set_process_name
-from busted.rundir import Accounts, RuntimeDir
+from busted.rundir import RuntimeDir
 from busted.workers import ROLES
+from busted.workers.runtime import (
+    Counters,
+    StopWorker,
+    SupervisorLink,
+    die_with_parent,
+    drop_privileges,
+    raise_stop,
+)
 from busted.workers.stage import Stage
 
 log = logging.getLogger("busted.worker")
@@ -43,21 +52,32 @@ log = logging.getLogger("busted.worker")
 TICK_INTERVAL_S = 0.1
 DRAIN_IDLE_S = 0.1  # a stopping stage exits once its input was quiet this long
 FRAMES_PER_WAKEUP = 256  # bound the work between two looks at the control socket
-UNPRIVILEGED_ROLES = ("classify", "identity", "policy")
-_PR_SET_PDEATHSIG = 1
 
 
-class StopWorker(Exception):
-    """Raised by the SIGTERM handler: stop now, flushing what can be flushed."""
+def _capture_loop(ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
+                  role: str, parent_pid: int, seq_start: int) -> Any:
+    # Imported here: the stages never load what capture needs (bcc, enforcement).
+    from busted.workers.capture import CaptureLoop
+
+    return CaptureLoop(ctx, config, link, seq_start)
+
+
+def _stage_loop(ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
+                role: str, parent_pid: int, seq_start: int) -> Any:
+    return StageLoop(ctx, config, link, role, parent_pid)
+
+
+# The loop that runs each role: capture drives a source, every other role a Stage.
+LOOPS = {role: _stage_loop for role in ROLES} | {"capture": _capture_loop}
 
 
 def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: int = 0) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     set_process_name(role)  # `busted: capture` in ps, not python3 -c from multiprocessing...
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGTERM, raise_stop)
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("BUSTED_DEBUG") else logging.INFO,
         format=f"%(asctime)s %(levelname)-5s {role}[%(process)d]: %(message)s",
@@ -67,12 +87,7 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
     ctx = zmq.Context()
     link = SupervisorLink(ctx, role, config)
     try:
-        if role == "capture":
-            from busted.workers.capture import CaptureLoop
-
-            CaptureLoop(ctx, config, link, seq_start).run()
-        else:
-            StageLoop(ctx, config, link, role, parent_pid).run()
+        LOOPS[role](ctx, config, link, role, parent_pid, seq_start).run()
     except BustedError as exc:
         log.error("%s", exc)
         link.send({"type": "fatal", "error": str(exc)})
@@ -83,131 +98,6 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
         pass
     link.close()
     ctx.destroy(linger=1000)
-
-
-def _raise_stop(signum: int, frame: Any) -> None:
-    raise StopWorker()
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel send us SIGTERM if the supervisor dies, so no worker is orphaned."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the heartbeat timeout still applies
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def drop_privileges(role: str, config: MonitorConfig, accounts: Accounts) -> bool:
-    """Switch a payload-parsing worker to the unprivileged account (root only)."""
-    if role not in UNPRIVILEGED_ROLES or not config.drop_privileges or os.geteuid() != 0:
-        return False
-    if accounts.worker_uid is None:
-        log.warning("no 'busted' account: %s keeps running as root (run `make setup`)", role)
-        return False
-    os.setgroups([])
-    os.setgid(accounts.worker_gid)
-    os.setuid(accounts.worker_uid)
-    return True
-
-
-class SupervisorLink:
-    """The worker's DEALER to the supervisor: hello, heartbeats, commands."""
-
-    def __init__(self, ctx: zmq.Context, role: str, config: MonitorConfig) -> None:
-        self.role = role
-        self.sock = ipc.make_socket(ctx, zmq.DEALER, linger_ms=500)
-        self.sock.setsockopt(zmq.IDENTITY, role.encode())
-        self.sock.connect(Endpoints(config.runtime_dir).supervisor)
-        self.next_heartbeat = 0.0
-
-    def send(self, message: dict[str, Any]) -> None:
-        message.setdefault("pid", os.getpid())
-        try:
-            self.sock.send(ipc.pack(message), zmq.NOBLOCK)
-        except zmq.Again:  # supervisor gone or swamped; its timeout will notice
-            pass
-
-    def heartbeat_due(self, now: float) -> float:
-        return self.next_heartbeat - now
-
-    def heartbeat(self, now: float, report: dict[str, Any], kind: str = "heartbeat") -> None:
-        self.send({"type": kind, **report})
-        self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
-
-    def commands(self) -> list[dict[str, Any]]:
-        out = []
-        while True:
-            try:
-                frame = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return out
-            try:
-                out.append(ipc.unpack(frame))
-            except ValueError:
-                log.warning("ignored a malformed control message")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class Counters:
-    """What `busted status` shows for one worker."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.errors: Counter[str] = Counter()
-        self._logged: Counter[str] = Counter()
-
-    def error(self, kind: str, detail: str) -> None:
-        self.errors[kind] += 1
-        # The first few of each kind are logged in full, then one line per thousand.
-        n = self.errors[kind]
-        if n <= 5 or n % 1000 == 0:
-            log.warning("error %s (#%d): %s", kind, n, detail)
-
-    def report(self, sent: int, dropped: int, extra: dict[str, int]) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "sent": sent,
-            "dropped": dropped,
-            "errors": sum(self.errors.values()),
-            "errors_by_kind": dict(self.errors),
-            "extra": dict(extra),
-        }
-
-
-class PubSender:
-    """The output stage's 'next hop': the published stream. PUB never blocks; a slow
-    subscriber loses messages at its own high-water mark without slowing us, and can
-    tell from the ``seq`` gaps."""
-
-    def __init__(self, sock: zmq.Socket) -> None:
-        self.sock = sock
-        self.sent = 0
-        self.dropped = 0
-
-    def send_frame(self, frame: bytes, count: int) -> None:
-        self.sock.send_multipart([b"events", frame], zmq.NOBLOCK, copy=False)
-        self.sent += count
-
-    def add(self, events: list[dict[str, Any]]) -> None:
-        if events:
-            self.send_frame(schema.encode_batch(events), len(events))
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        self.sock.send_multipart([b"stats", ipc.pack(stats)], zmq.NOBLOCK)
-
-    def due_in(self) -> None:
-        return None
-
-    def flush_if_due(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 def load_stage(role: str, config: MonitorConfig) -> Stage:
@@ -234,7 +124,7 @@ class StageLoop:
         if role == "output":
             pub = ipc.make_socket(ctx, zmq.PUB, linger_ms=0)
             rundir.bind(pub, ep.events, "stream")
-            self.out: Any = PubSender(pub)
+            self.out: Any = ipc.PubSender(pub)
         else:
             push = ipc.make_socket(ctx, zmq.PUSH)
             push.connect(ep.stage_input(ROLES[ROLES.index(role) + 1]))
@@ -246,7 +136,7 @@ class StageLoop:
         self.stage.setup()
         if drop_privileges(role, config, rundir.accounts):
             # The kernel forgets the parent-death signal when credentials change.
-            _die_with_parent(self.parent_pid)
+            die_with_parent(self.parent_pid)
             log.debug("now running as uid %d", os.getuid())
 
     def _send_feedback(self, command: dict[str, Any]) -> None:
@@ -296,7 +186,7 @@ class StageLoop:
         kind = command.get("type")
         if kind == "stop":
             return True
-        if kind == "stats" and isinstance(self.out, PubSender):
+        if kind == "stats" and isinstance(self.out, ipc.PubSender):
             self.out.publish_stats(command.get("stats", {}))
         return False
 
