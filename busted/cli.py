@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("busted.commands.classify:classify", "Classify captured payload files offline."),
     "policy": ("busted.commands.policy:policy", "Check, evaluate and test Rego policies offline."),
     "doctor": ("busted.commands.doctor:doctor", "Report what this kernel offers and fix mounts/headers."),
+    "ml": ("busted.commands.ml:ml", "Recognise LLM traffic by how connections behave (train, eval)."),
 }
 
 

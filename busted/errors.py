@@ -51,3 +51,7 @@ class ConnectError(BustedError):
 
 class UnsafePathError(BustedError):
     """A file or directory root would write or trust can be changed by another user."""
+
+
+class ModelError(BustedError):
+    """A behavioural model file (busted.ml) is missing, corrupt or of another version."""
