@@ -16,6 +16,8 @@ BENCHES: dict[str, tuple[str, str]] = {
                   "What the BoringSSL probes cost a Bun program per TLS call (root)."),
     "rustls": ("busted.bench.rustls:rustls_bench",
                "What the rustls (aws-lc) probes cost a real Codex per TLS record (root)."),
+    "memory": ("busted.bench.memory:memory",
+               "Memory of the whole daemon (PSS), idle and at 1,000 events/s (root)."),
     "outputs": ("busted.bench.outputs:outputs",
                 "Events/s through each network sink, and recovery after a receiver outage."),
     "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
@@ -35,6 +37,7 @@ Examples:
   sudo busted bench go-tls
   sudo busted bench boringssl
   sudo busted bench rustls
+  sudo busted bench memory
   busted bench classify
 """,
 )
