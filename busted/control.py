@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from busted import ipc
+from busted import ipc, messages
 from busted.config import Endpoints
 from busted.errors import ConnectError, PrivilegeError
 
@@ -49,7 +49,7 @@ def request(runtime_dir: Path, command: str, args: dict[str, Any] | None = None,
     try:
         sock.connect(ep.control)
         req_id = uuid.uuid4().hex[:8]
-        sock.send(ipc.pack({"id": req_id, "command": command, "args": args or {}}))
+        sock.send(ipc.pack(messages.request(req_id, command, args)))
         if not sock.poll(int(timeout_s * 1000)):
             raise ConnectError(
                 f"the monitor did not answer within {timeout_s:.0f} s "

@@ -6,11 +6,11 @@ with exponential backoff, relays counters to the published stream, answers
 ``busted status`` / ``busted stop``, and shuts everything down in pipeline order so
 nothing in flight is lost.
 
-Sockets: one ROUTER bound twice — ``control.sock`` (root-only, for the CLI) and
-``pipe/supervisor.sock`` (workers' heartbeats and commands; workers use their role as
-ZeroMQ identity). Requests are ``{"id", "command", "args"}`` and replies
-``{"id", "ok", "result" | "error"}``. SIGINT and SIGTERM are turned into the same
-"stop" command a client sends.
+This module is the workers' lifecycle; its socket (``control.sock`` for the CLI and
+``pipe/supervisor.sock`` for the workers) is :mod:`busted.control_server`, and the
+messages on it are in :mod:`busted.messages`. Client commands are dispatched from a
+table (``commands``), worker messages by their ``type`` (``_WORKER_MESSAGES``). SIGINT
+and SIGTERM are turned into the same "stop" command a client sends.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from busted import ipc
+from busted import control_server, messages
 from busted.config import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -114,7 +114,9 @@ class Supervisor:
         self.stop_started = 0.0
         self.exit_status = 0
         self.fatal_error = ""
-        self.router: zmq.Socket | None = None
+        self.control: control_server.ControlSocket | None = None
+        # One handler per client command (`busted status`, `busted stop`).
+        self.commands = {"status": self._cmd_status, "stop": self._cmd_stop}
         self._next_stats = 0.0
 
     # --- start ---------------------------------------------------------------------
@@ -127,13 +129,8 @@ class Supervisor:
                         "to it, or the account is missing); payload-parsing workers will keep "
                         "running as root", self.rundir.endpoints.pipe)
             self.config = self.config.replace(drop_privileges=False)
-        ep = self.rundir.endpoints
-        self.router = ipc.make_socket(self.ctx, zmq.ROUTER, hwm=10000, linger_ms=0)
-        # A restarted worker reuses its role as identity: let it take over the route.
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        # Control first: its peer filter (root only) must not include the worker account.
-        self.rundir.bind(self.router, ep.control, "control")
-        self.rundir.bind(self.router, ep.supervisor, "pipe")
+        self.control = control_server.ControlSocket(
+            self.ctx, self.rundir, self._on_worker_message, self.commands)
         self.started_at = self.clock()
         # Downstream first; capture only once the others are up (see _start_capture_when_ready),
         # so the first events do not wait in queues for stages that are still importing.
@@ -172,21 +169,21 @@ class Supervisor:
                 self._step()
         finally:
             self._kill_all()
-            self.router.close(linger=0)
+            self.control.close()
             self.rundir.release()
         return self.exit_status
 
     def _step(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.control.sock, zmq.POLLIN)
         sentinels = {}
         for worker in self.workers.values():
             if worker.process is not None:
                 sentinels[worker.process.sentinel] = worker
                 poller.register(worker.process.sentinel, zmq.POLLIN)
         ready = dict(poller.poll(100))
-        if self.router in ready:
-            self._read_router()
+        if self.control.sock in ready:
+            self.control.read()
         now = self.clock()
         for fd, worker in sentinels.items():
             if fd in ready or not worker.process.is_alive():
@@ -200,48 +197,14 @@ class Supervisor:
             self._send_stats()
             self._next_stats = now + STATS_INTERVAL_S
 
-    def _read_router(self) -> None:
-        for _ in range(1000):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                continue
-            try:
-                message = ipc.unpack(frames[-1].bytes)
-            except Exception:  # noqa: BLE001 - garbage on the control socket is ignored
-                log.warning("ignored a malformed control message")
-                continue
-            if "type" in message:
-                self._on_worker_message(frames[0].bytes.decode(errors="replace"), message)
-                continue
-            sender = ipc.peer_uid(frames[-1])
-            if sender == os.geteuid():
-                reply = self.dispatch(message)
-            else:  # a worker account, through the pipe endpoint: commands are root's
-                log.warning("refused a %r command from uid %s", message.get("command"), sender)
-                reply = {"id": message.get("id"), "ok": False,
-                         "error": "commands are accepted from root only"}
-            self.router.send_multipart([*(f.bytes for f in frames[:-1]), ipc.pack(reply)])
-
     def _on_worker_message(self, role: str, message: dict[str, Any]) -> None:
         worker = self.workers.get(role)
         if worker is None or worker.process is None or message.get("pid") != worker.pid:
             return  # a message from a previous incarnation, or a stranger
         worker.last_seen = self.clock()
-        kind = message["type"]
-        if kind != "fatal":  # a fatal message carries no counters
-            worker.report = message
-        if kind == "bye" and worker.state == State.STOPPING:
-            worker.drained = True
-        if kind == "hello" and worker.state == State.STARTING:
-            worker.to(State.RUNNING)
-            log.debug("%s is running (pid %d)", role, worker.pid)
-        elif kind == "fatal":
-            self.fatal_error = f"{role}: {message.get('error', 'failed')}"
-            self.exit_status = 1
-            self.request_stop(reason=f"{role} cannot run")
+        handler = _WORKER_MESSAGES.get(message["type"])
+        if handler is not None:
+            handler(self, worker, message)
         if "next_seq" in message:
             worker.next_seq = message["next_seq"]
         if message.get("exhausted") and self.config.exit_when_done:
@@ -251,10 +214,10 @@ class Supervisor:
         process = worker.process
         process.join(timeout=1)  # its sentinel fired: reaping it is immediate
         code = process.exitcode
-        if worker.state == State.STOPPING and self.router.poll(50):
+        if worker.state == State.STOPPING and self.control.poll(50):
             # Its final counters ("bye") were sent before it exited but may still be in
             # flight: read them before this incarnation's report is retired.
-            self._read_router()
+            self.control.read()
         worker.process = None
         worker.retire_report()
         if self.stopping or worker.state == State.STOPPING:
@@ -299,19 +262,33 @@ class Supervisor:
                 worker.restarts += 1
                 self._spawn(worker)
 
-    # --- commands ------------------------------------------------------------------
+    # --- worker messages ---------------------------------------------------------------
+    def _on_report(self, worker: Worker, message: dict[str, Any]) -> None:
+        """hello, heartbeat and bye carry the worker's counters."""
+        worker.report = message
+        kind = message["type"]
+        if kind == messages.BYE and worker.state == State.STOPPING:
+            worker.drained = True
+        if kind == messages.HELLO and worker.state == State.STARTING:
+            worker.to(State.RUNNING)
+            log.debug("%s is running (pid %d)", worker.role, worker.pid)
+
+    def _on_fatal(self, worker: Worker, message: dict[str, Any]) -> None:
+        self.fatal_error = f"{worker.role}: {message.get('error', 'failed')}"
+        self.exit_status = 1
+        self.request_stop(reason=f"{worker.role} cannot run")
+
+    # --- commands (client requests) ---------------------------------------------------
     def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         """Handle one control request (from a client or from a signal)."""
-        command = request.get("command")
-        reply: dict[str, Any] = {"id": request.get("id"), "ok": True}
-        if command == "status":
-            reply["result"] = self.status()
-        elif command == "stop":
-            self.request_stop(reason="stop requested")
-            reply["result"] = {"stopping": True}
-        else:
-            reply.update(ok=False, error=f"unknown command {command!r}")
-        return reply
+        return control_server.dispatch(self.commands, request)
+
+    def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.request_stop(reason="stop requested")
+        return {"stopping": True}
 
     def request_stop(self, reason: str) -> None:
         if self.stopping:
@@ -341,7 +318,7 @@ class Supervisor:
                 continue
             if worker.state in (State.RUNNING, State.STARTING):
                 worker.to(State.STOPPING)
-                self._send_to(role, {"type": "stop"})
+                self.control.send_to(role, messages.stop())
             # Every stage keeps working while the ones before it drain, so one shared
             # deadline fits: a backlog gets all the time there is.
             if worker.state == State.STOPPING and worker.process is not None and overall_late:
@@ -362,15 +339,9 @@ class Supervisor:
                 worker.process.kill()
                 worker.process.join(timeout=2)
 
-    def _send_to(self, role: str, message: dict[str, Any]) -> None:
-        try:
-            self.router.send_multipart([role.encode(), ipc.pack(message)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # not connected (yet); the stop deadline covers it
-
     def _send_stats(self) -> None:
         if self.workers["output"].state == State.RUNNING:
-            self._send_to("output", {"type": "stats", "stats": self.stats()})
+            self.control.send_to("output", messages.stats(self.stats()))
 
     # --- reporting -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -416,3 +387,12 @@ class Supervisor:
             "fatal_error": self.fatal_error,
             **self.stats(),
         }
+
+
+# What the supervisor does with each control message a worker sends (messages.py).
+_WORKER_MESSAGES = {
+    messages.HELLO: Supervisor._on_report,
+    messages.HEARTBEAT: Supervisor._on_report,
+    messages.BYE: Supervisor._on_report,
+    messages.FATAL: Supervisor._on_fatal,
+}

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from busted import messages
 from busted.config import MonitorConfig
 from busted.enforce.destinations import DestinationError, parse
 from busted.enforce.hooks import Blocker, HoldHooks, HoldWatchdog
@@ -224,11 +225,11 @@ class Enforcer:
 
     def feedback(self, command: Event) -> None:
         cmd = command.get("cmd")
-        if cmd == "release":
+        if cmd == messages.RELEASE:
             self._release(int(command.get("hold_id") or 0))
-        elif cmd == "kill":
+        elif cmd == messages.KILL:
             self._kill(command)
-        elif cmd == "block":
+        elif cmd == messages.BLOCK:
             self._set_blocks(command.get("destinations") or [])
 
     def _release(self, hold_id: int) -> None:
@@ -385,11 +386,6 @@ class Enforcer:
             "hold_ms_p50": round(_percentile(latencies, 0.50), 3),
             "hold_ms_p99": round(_percentile(latencies, 0.99), 3),
         }
-
-
-def release_command(event: Event) -> Event:
-    """What classify or policy sends capture to resume the writer of a held event."""
-    return {"cmd": "release", "hold_id": event.get("hold_id", 0), "pid": event.get("pid", 0)}
 
 
 def _host_lock(path: str) -> int:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from busted import messages
 from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
 from busted.errors import KernelError, PrivilegeError
 from busted.kernel import bpf_syscall, features, procstat, records, tls
@@ -456,7 +457,7 @@ class KernelSource:
         return out
 
     def feedback(self, command: dict[str, Any]) -> None:
-        if command.get("cmd") != "verdict" or self._bpf is None:
+        if command.get("cmd") != messages.VERDICT or self._bpf is None:
             return
         key = records.ConnKey(int(command["pid"]), 0, int(command["conn_id"]) & (2**64 - 1))
         table = self._bpf[b"verdicts"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from busted import ipc
+from busted import ipc, messages
 from busted.config import MonitorConfig
 from busted.enforce.enforcer import Enforcer
 from busted.enforce.hooks import HoldHooks
@@ -76,7 +76,7 @@ class CaptureLoop:
         # The BPF compiler is done for good: give its memory back (bench/README.md, Memory).
         memtrim.release_compiler_memory()
         log.info("capture ready: source %s", self.config.source)
-        self.link.heartbeat(time.monotonic(), self._report(), kind="hello")
+        self.link.heartbeat(time.monotonic(), self._report(), kind=messages.HELLO)
         try:
             while True:
                 now = time.monotonic()
@@ -116,7 +116,7 @@ class CaptureLoop:
             self.out.flush()
             # "bye" first: the supervisor may stop the next stage while the kernel
             # detaches the probes (seconds with bcc).
-            self.link.heartbeat(time.monotonic(), self._report(), kind="bye")
+            self.link.heartbeat(time.monotonic(), self._report(), kind=messages.BYE)
             self.source.close()
             self.feedback.close(linger=0)
 
@@ -136,7 +136,7 @@ class CaptureLoop:
         self.seq = seq
 
     def _commands(self) -> bool:
-        return any(c.get("type") == "stop" for c in self.link.commands())
+        return any(c.get("type") == messages.STOP for c in self.link.commands())
 
     def _apply_feedback(self) -> None:
         for _ in range(1000):
@@ -146,7 +146,7 @@ class CaptureLoop:
                 return
             try:
                 command = ipc.unpack(frame)
-                if self.enforcer is not None and command.get("cmd") in ENFORCER_COMMANDS:
+                if self.enforcer is not None and command.get("cmd") in messages.ENFORCER_COMMANDS:
                     self.enforcer.feedback(command)
                 else:
                     self.source.feedback(command)
@@ -161,9 +161,6 @@ class CaptureLoop:
         report["next_seq"] = self.seq
         report["exhausted"] = bool(self.source.exhausted)
         return report
-
-
-ENFORCER_COMMANDS = ("release", "kill", "block")
 
 
 def _make_enforcer(config: MonitorConfig, source: Source) -> Enforcer:

@@ -25,9 +25,9 @@ are not held again.
 
 from __future__ import annotations
 
+from busted import messages
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
-from busted.enforce.enforcer import release_command
 from busted.workers.stage import Event, Stage
 
 
@@ -98,8 +98,8 @@ class ClassifyStage(Stage):
             if any(str(e.get("content_class", "")).endswith("_RESPONSE") for e in done):
                 # The writer answers on this connection (a server): never hold it again.
                 self.stats["no_hold_verdicts"] += 1
-                self.feedback({"cmd": "verdict", "pid": capture.get("pid", 0),
-                               "conn_id": capture.get("conn_id", 0), "hold": False})
+                self.feedback(messages.verdict(capture.get("pid", 0), capture.get("conn_id", 0),
+                                               hold=False))
             return
         # A piece of a request (its head, or part of its body): judged as it stands, so
         # a denied prompt is stopped before its last piece leaves. The policy stage
@@ -111,13 +111,13 @@ class ClassifyStage(Stage):
             done.append(partial)
             return
         self.stats["held_released_incomplete"] += 1
-        self.feedback(release_command(capture))
+        self.feedback(messages.release(capture))
 
     def _send_verdicts(self) -> None:
         verdicts = self.reassembler.verdicts
         while verdicts:
             pid, conn_id = verdicts.pop(0)
-            self.feedback({"cmd": "verdict", "pid": pid, "conn_id": conn_id, "capture": False})
+            self.feedback(messages.verdict(pid, conn_id, capture=False))
 
     def _gauges(self) -> None:
         self.stats["open_connections"] = self.reassembler.connections

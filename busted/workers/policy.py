@@ -30,8 +30,8 @@ from __future__ import annotations
 import logging
 import os
 
+from busted import messages
 from busted.config import MonitorConfig
-from busted.enforce.enforcer import release_command
 from busted.schema import ENFORCEMENT_CONTEXT
 from busted.workers.stage import Event, Stage
 
@@ -131,12 +131,10 @@ class PolicyStage(Stage):
             event["action"] = action
         if action != self.action:  # allowed, or not the sender's doing
             if event.get("held"):
-                self.feedback(release_command(event))
+                self.feedback(messages.release(event))
             return
-        command = {"cmd": "kill", "hold_id": event.get("hold_id", 0) if event.get("held") else 0,
-                   "pid": event.get("pid", 0), "seq": event.get("seq")}
-        command.update({k: event[k] for k in ENFORCEMENT_CONTEXT if event.get(k)})
-        self.feedback(command)
+        context = {k: event[k] for k in ENFORCEMENT_CONTEXT if event.get(k)}
+        self.feedback(messages.kill(event, context))
 
     # --- block_destinations ------------------------------------------------------------
 
@@ -174,7 +172,7 @@ class PolicyStage(Stage):
             self.stats["blocked_destinations"] = len(self._blocks)
         if self._blocks is not None and now >= self._next_blocks_send:
             self._next_blocks_send = now + BLOCKS_RESEND_S
-            self.feedback({"cmd": "block", "destinations": self._blocks})
+            self.feedback(messages.block(self._blocks))
 
     def tick(self, now: float) -> list[Event]:
         live = self.live

@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from busted import ipc, schema
+from busted import ipc, messages, schema
 from busted.config import MonitorConfig
 from busted.errors import BustedError
 from busted.proctitle import set_process_name
@@ -90,7 +90,7 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
         LOOPS[role](ctx, config, link, role, parent_pid, seq_start).run()
     except BustedError as exc:
         log.error("%s", exc)
-        link.send({"type": "fatal", "error": str(exc)})
+        link.send(messages.fatal(str(exc)))
         link.close()
         ctx.destroy(linger=500)
         sys.exit(3)
@@ -150,7 +150,7 @@ class StageLoop:
         poller = zmq.Poller()
         poller.register(self.input, zmq.POLLIN)
         poller.register(self.link.sock, zmq.POLLIN)
-        self.link.heartbeat(time.monotonic(), self._report(), kind="hello")
+        self.link.heartbeat(time.monotonic(), self._report(), kind=messages.HELLO)
         next_tick = time.monotonic() + TICK_INTERVAL_S
         stopping = False
         last_input = time.monotonic()
@@ -184,9 +184,9 @@ class StageLoop:
 
     def _command(self, command: dict[str, Any]) -> bool:
         kind = command.get("type")
-        if kind == "stop":
+        if kind == messages.STOP:
             return True
-        if kind == "stats" and isinstance(self.out, ipc.PubSender):
+        if kind == messages.STATS and isinstance(self.out, ipc.PubSender):
             self.out.publish_stats(command.get("stats", {}))
         return False
 
@@ -266,6 +266,6 @@ class StageLoop:
     def _finish(self) -> None:
         self._forward(self._guarded(self.stage.close))
         self.out.flush()
-        self.link.heartbeat(time.monotonic(), self._report(), kind="bye")
+        self.link.heartbeat(time.monotonic(), self._report(), kind=messages.BYE)
         self.input.close(linger=0)
         self.feedback_sock.close(linger=0)

@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from busted import ipc
+from busted import ipc, messages
 from busted.config import HEARTBEAT_INTERVAL_S, Endpoints, MonitorConfig
 from busted.rundir import Accounts
 
@@ -79,8 +79,9 @@ class SupervisorLink:
     def heartbeat_due(self, now: float) -> float:
         return self.next_heartbeat - now
 
-    def heartbeat(self, now: float, report: dict[str, Any], kind: str = "heartbeat") -> None:
-        self.send({"type": kind, **report})
+    def heartbeat(self, now: float, report: dict[str, Any],
+                  kind: str = messages.HEARTBEAT) -> None:
+        self.send(messages.report(kind, report))
         self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
 
     def commands(self) -> list[dict[str, Any]]:
