@@ -5,7 +5,7 @@ VENV := .venv
 BUSTED := $(VENV)/bin/busted
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench install-service image
 
 setup:
 	@bash deploy/setup-host.sh
@@ -21,3 +21,9 @@ lint: setup
 
 bench: setup
 	$(BUSTED) bench pipeline
+
+install-service: setup
+	bash deploy/systemd/install-service.sh
+
+image:
+	bash deploy/build-image.sh

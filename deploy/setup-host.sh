@@ -25,6 +25,8 @@ packages=(
     rsyslog rsyslog-gnutls                          # a real syslog receiver (TCP, TLS) for the sink tests
     gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
     golang-go                                       # Go 1.19: test clients with crypto/tls
+    systemd                                         # systemd-analyze: the unit's checks (tests/unit/deploy)
+    podman runc debootstrap                         # the container image, built and run by tests/privileged/test_container.py
 )
 missing=()
 for p in "${packages[@]}"; do

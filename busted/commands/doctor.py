@@ -120,7 +120,7 @@ def doctor(do_fix: bool, coverage: bool, as_json: bool, runtime_dir: str) -> int
     click.echo("hooks monitor will use:")
     for hook in features.hooks_plan(found):
         click.echo(f"  - {hook}")
-    essential = ("root", "tracefs", "headers", "uprobes", "tracepoints")
+    essential = ("root", "capabilities", "tracefs", "headers", "uprobes", "tracepoints")
     missing = [name for name in essential if not found.ok(name)]
     if missing:
         click.echo(f"monitor cannot capture yet: missing {', '.join(missing)}", err=True)

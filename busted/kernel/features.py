@@ -78,6 +78,51 @@ def headers_dir(root: Path = Path("/")) -> Path:
     return root / "lib/modules" / os.uname().release / "build"
 
 
+# Capabilities capture cannot work without (a unit or container that drops them can
+# still run as root): number -> (name, why).
+NEEDED_CAPS = {
+    39: ("CAP_BPF", "load BPF programs and maps"),
+    38: ("CAP_PERFMON", "open perf events for tracepoints and uprobes"),
+    21: ("CAP_SYS_ADMIN", "attach uprobes (refused without it) and cgroup programs"),
+}
+# Capabilities parts of busted need; without them it runs, with less.
+USEFUL_CAPS = {
+    19: ("CAP_SYS_PTRACE", "read /proc/PID/exe, maps and root of other users' processes"),
+    2: ("CAP_DAC_READ_SEARCH", "read other users' binaries to find their TLS functions"),
+    5: ("CAP_KILL", "resume processes held while their libssl is probed; --enforce"),
+    7: ("CAP_SETUID", "switch payload-parsing workers to the busted account"),
+    6: ("CAP_SETGID", "switch payload-parsing workers to the busted account"),
+    0: ("CAP_CHOWN", "give the runtime directory and events.sock to group busted"),
+}
+
+
+def effective_caps(root: Path = Path("/")) -> int | None:
+    """This process's effective capability mask (CapEff in /proc/self/status)."""
+    for line in _read(root / "proc/self/status").splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return None
+
+
+def _cap_checks(root: Path) -> list[Check]:
+    caps = effective_caps(root)
+    if caps is None or os.geteuid() != 0:
+        return []  # unknown, or the root check already says what to do
+    # A systemd unit (INVOCATION_ID is set for services) and a container drop them differently.
+    where = ("add them to CapabilityBoundingSet= in the unit" if os.environ.get("INVOCATION_ID")
+             else "run the container with --privileged or --cap-add them, or widen the "
+                  "capability bounding set (systemd: CapabilityBoundingSet=)")
+    missing = [f"{n} ({why})" for bit, (n, why) in NEEDED_CAPS.items() if not caps >> bit & 1]
+    useful = [f"{n} ({why})" for bit, (n, why) in USEFUL_CAPS.items() if not caps >> bit & 1]
+    return [
+        Check("capabilities", not missing,
+              "missing " + "; ".join(missing) if missing else
+              "CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN effective", where),
+        Check("capabilities:optional", not useful,
+              "missing " + "; ".join(useful) if useful else "all capabilities busted uses", where),
+    ]
+
+
 def probe(root: Path = Path("/")) -> Features:
     """Run every check."""
     cfg = kernel_config(root)
@@ -94,6 +139,7 @@ def probe(root: Path = Path("/")) -> Features:
     add(Check("root", os.geteuid() == 0, "running as root" if os.geteuid() == 0 else
               "not root: loading BPF programs needs root (or CAP_BPF + CAP_PERFMON)",
               "run with sudo"))
+    f.checks.extend(_cap_checks(root))
     btf = root / "sys/kernel/btf/vmlinux"
     add(Check("btf", btf.exists(), f"BTF at {btf}" if btf.exists() else "no /sys/kernel/btf/vmlinux"))
     config_check("kprobes", "CONFIG_KPROBES", "kprobes")
@@ -126,7 +172,10 @@ def probe(root: Path = Path("/")) -> Features:
     has_hdr = (hdr / "include").is_dir() or (hdr / "Makefile").exists()
     add(Check("headers", has_hdr,
               f"kernel headers at {hdr}" + (f" -> {os.path.realpath(hdr)}" if has_hdr else ""),
-              "link /lib/modules/$(uname -r)/build and source to /usr/src/linux-headers-*"))
+              "link /lib/modules/$(uname -r)/build and source to /usr/src/linux-headers-*"
+              + ("; a systemd unit with ProtectKernelModules=yes hides /lib/modules: remove it"
+                 if os.environ.get("INVOCATION_ID") else
+                 "; in a container, mount the host's /lib/modules and /usr/src read-only")))
     if tdir is not None:
         for event in ("sock/inet_sock_set_state", "sock/sock_send_length",
                       "syscalls/sys_enter_connect", "sched/sched_process_exec"):
