@@ -41,6 +41,10 @@ default dangerous_mcp_tool_words := []
 
 dangerous_mcp_tool_words := data.busted_config.dangerous_mcp_tool_words
 
+default shadow_ai_min_confidence := 0.8
+
+shadow_ai_min_confidence := data.busted_config.shadow_ai_min_confidence
+
 default sanctioned_llm_hosts := []
 
 sanctioned_llm_hosts := data.busted_config.sanctioned_llm_hosts

@@ -237,7 +237,7 @@ def ws_client(port: int, ca: Path, messages: int, seed: int) -> None:
         s.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                   b"Sec-WebSocket-Version: 13\r\nx-busted-seed: %d\r\n\r\n" % seed)
-        s.settimeout(2.0)
+        s.settimeout(5.0)
         buf = s.recv(4096)
         for _ in range(messages):
             msg = json.dumps({"op": "ping", "n": rng.random()}).encode()[:125]
@@ -245,6 +245,7 @@ def ws_client(port: int, ca: Path, messages: int, seed: int) -> None:
             s.sendall(bytes((0x81, 0x80 | len(msg))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
             end = time.monotonic() + 0.15
             while time.monotonic() < end:
+                s.settimeout(max(0.005, end - time.monotonic()))
                 try:
                     buf = s.recv(4096)
                 except (TimeoutError, socket.timeout):

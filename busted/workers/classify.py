@@ -21,6 +21,9 @@ once; otherwise the LAST message it completed carries the hold on to the
 policy worker, which answers. A held write that turns out to be a response (the writer
 is a server) also gets ``{"cmd": "verdict", "hold": False}``: that connection's writes
 are not held again.
+
+Behaviour (:mod:`busted.ml.verdicts`): ``TCP_EXCHANGE`` events get the behavioural
+model's verdict here, off the capture path; ``BLIND_SPOT`` events carry it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 from busted import messages
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
+from busted.ml.verdicts import Behaviour
 from busted.workers.stage import Event, Stage
 
 
@@ -43,11 +47,13 @@ class ClassifyStage(Stage):
             max_total_bytes=config.reassembly_total_bytes,
             stats=self.stats,
         )
+        self.behaviour = Behaviour(self.stats)
 
     def wants(self, frame: bytes) -> bool:
         # msgpack writes the key "payload" as b"\xa7payload" ("tls_payload" has another
         # prefix byte): a batch with no raw capture and no close is forwarded as it is.
-        return b"\xa7payload" in frame or b"TCP_CLOSE" in frame
+        return (b"\xa7payload" in frame or b"TCP_CLOSE" in frame
+                or b"TCP_EXCHANGE" in frame or b"BLIND_SPOT" in frame)
 
     def process(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
@@ -58,6 +64,8 @@ class ClassifyStage(Stage):
                 done = reassembler.feed(event, now)
                 if self.enforce and (event.get("held") or done):
                     self._carry_hold(event, done)
+                for message in done:
+                    self.behaviour.message(message)
                 out.extend(done)
             elif "payload" in event:
                 # Already classified by its source (or an empty capture): only make sure
@@ -67,8 +75,18 @@ class ClassifyStage(Stage):
                     event["tls_payload"] = bytes(payload).decode("utf-8", "replace")
                 out.append(event)
             else:
-                if event.get("event_type") == "TCP_CLOSE":
-                    out.extend(reassembler.close(event.get("pid"), event.get("conn_id"), event.get("seq")))
+                kind = event.get("event_type")
+                if kind == "TCP_CLOSE":
+                    closed = reassembler.close(event.get("pid"), event.get("conn_id"), event.get("seq"))
+                    for message in closed:
+                        self.behaviour.message(message)
+                    out.extend(closed)
+                elif kind == "TCP_EXCHANGE":
+                    out.append(event)
+                    out.extend(self.behaviour.exchange(event))
+                    continue
+                elif kind == "BLIND_SPOT":
+                    self.behaviour.blind_spot(event)
                 out.append(event)
         self._send_verdicts()
         self._gauges()
@@ -76,6 +94,8 @@ class ClassifyStage(Stage):
 
     def tick(self, now: float) -> list[Event]:
         out = self.reassembler.expire(now)
+        for message in out:
+            self.behaviour.message(message)
         self._send_verdicts()
         self._gauges()
         return out
