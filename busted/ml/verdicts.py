@@ -20,6 +20,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from busted.classifier.providers import provider_for_host
 from busted.kernel.lru import Lru
 from busted.ml import labels
 from busted.ml.features import judgeable, vector
@@ -78,6 +79,10 @@ class Behaviour:
                 event["ml_note"] = f"{note(ml_class, confidence)}; the classifier saw {labels.DESCRIPTION[seen]}"
             return []
         event["ml_note"] = note(ml_class, confidence)
+        if not event.get("provider"):  # for policies: is this a known provider's host?
+            provider = provider_for_host(event.get("sni") or event.get("dns_name") or "")
+            if provider:
+                event["provider"] = provider
         self.stats["ml_verdicts_blind"] += 1
         key = (event.get("pid", 0), event.get("conn_id", 0))
         self._verdicts[key] = (ml_class, confidence)
