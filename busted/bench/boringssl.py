@@ -30,7 +30,6 @@ from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import BenchError
 from busted.bench.measure import (
     MonitorRun,
     alternating,
@@ -46,6 +45,7 @@ from busted.bench.measure import (
     run_client,
 )
 from busted.bench.probes import Bench
+from busted.errors import BenchError
 from busted.kernel.tls import boringssl
 from busted.kernel.tls.site import NotLocated
 

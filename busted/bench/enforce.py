@@ -53,7 +53,6 @@ from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import BenchError
 from busted.bench.measure import (
     MonitorRun,
     alternating,
@@ -67,7 +66,7 @@ from busted.bench.measure import (
     require_root,
     stop_process,
 )
-from busted.errors import BustedError
+from busted.errors import BenchError, BustedError
 from busted.kernel.procstat import is_stopped
 
 GOAL_P99_MS = 5.0

@@ -30,7 +30,7 @@ from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import BenchError, EmptyUprobes, probes_alone
+from busted.bench.kernel_cost import EmptyUprobes, probes_alone
 from busted.bench.measure import (
     alternating,
     busy_warning,
@@ -44,6 +44,7 @@ from busted.bench.measure import (
     require_root,
     run_client,
 )
+from busted.errors import BenchError
 
 GO_PROGRAMS = ("gotls_write_enter", "gotls_read_enter", "gotls_read_return")
 

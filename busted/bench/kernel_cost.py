@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from busted.errors import BustedError
+from busted.errors import BenchError
 
 FUNCTIONS = ("SSL_write_ex", "SSL_read_ex")
 # "Empty" but for a hit counter, so the floor is known to have fired once per call.
@@ -37,10 +37,6 @@ int empty(struct pt_regs *ctx) {
 }
 """
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-
-
-class BenchError(BustedError):
-    """The benchmark could not run (no monitor, server or client failed)."""
 
 
 def _vaddr_to_offset(path: str, vaddr: int) -> int:

@@ -26,8 +26,7 @@ from typing import Any
 
 import click
 
-from busted.bench.kernel_cost import BenchError
-from busted.errors import PrivilegeError
+from busted.errors import BenchError, PrivilegeError
 
 READY_TIMEOUT_S = 180  # bcc compiles the probes at start-up; slow on a busy 2-core VM
 CAPTURE_TIMEOUT_S = 20  # a new client must show up in the monitor's stream by then

@@ -43,7 +43,6 @@ from typing import Any
 import click
 
 from busted.bench.kernel_cost import (
-    BenchError,
     EmptyUprobes,
     KernelOnly,
     call_at_plus4,
@@ -66,6 +65,7 @@ from busted.bench.measure import (
     require_root,
     run_client,
 )
+from busted.errors import BenchError
 
 # --- one workload in one client process ----------------------------------------------------
 

@@ -40,7 +40,6 @@ import click
 
 from busted.bench.kernel_cost import (
     EMPTY_PROBE,
-    BenchError,
     bpf_cost,
     enable_bpf_stats,
     probes_alone,
@@ -48,6 +47,7 @@ from busted.bench.kernel_cost import (
 )
 from busted.bench.measure import alternating, finish, load_average, progress, require_root
 from busted.bench.tls_workload import make_certificates
+from busted.errors import BenchError
 from busted.kernel import bpf_syscall
 from busted.kernel.tls import rustls
 from busted.kernel.tls.elf import ElfFile

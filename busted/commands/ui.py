@@ -14,11 +14,7 @@ from pathlib import Path
 import click
 
 from busted.config import DEFAULT_RUNTIME_DIR, Endpoints
-from busted.errors import BustedError, UsageError
-
-
-class DisplayError(BustedError):
-    """No graphical display to open a window on."""
+from busted.errors import BustedError, DisplayError, UsageError
 
 
 @click.command(

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from busted.errors import KernelError, PrivilegeError
-from busted.sources.kernel import BPF_DIR
+from busted.sources.kernel import BPF_DIR, bcc_errors
 
 ENFORCE_PROGRAM = "enforce.bpf.c"
 
@@ -69,11 +69,9 @@ class ConnectBlocker:
         from bcc import BPF, BPFAttachType
 
         text = (BPF_DIR / ENFORCE_PROGRAM).read_text()
-        try:
+        with bcc_errors("The connect-blocking program did not load ({exc}).",
+                        "Run `busted doctor` to check headers and cgroup v2."):
             self._bpf = BPF(text=text.encode())
-        except Exception as exc:  # bcc raises bare Exception for compile/verifier errors
-            raise KernelError(f"The connect-blocking program did not load ({exc}).",
-                              "Run `busted doctor` to check headers and cgroup v2.") from exc
         libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
         self._cgroup_fd = os.open(self.cgroup_path or cgroup2_root(), os.O_RDONLY)
         for name, kind in (("block_connect4", BPFAttachType.CGROUP_INET4_CONNECT),

@@ -67,7 +67,7 @@ from typing import Any
 
 import orjson
 
-from busted.errors import PolicyError
+from busted.errors import EvaluationError, PolicyError, PolicyLoadError  # noqa: F401 - their old home
 
 # Must be set before the first engine error is created (Rust reads it once).
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
@@ -92,22 +92,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.reason}"
-
-
-class PolicyLoadError(PolicyError):
-    """One or more policy sources could not be loaded; ``problems`` lists each one."""
-
-    def __init__(self, problems: Sequence[Problem], hint: str = "") -> None:
-        self.problems = tuple(problems)
-        lines = [str(p) for p in self.problems]
-        message = lines[0] if len(lines) == 1 else f"{len(lines)} policy errors:\n  " + "\n  ".join(lines)
-        super().__init__(
-            message, hint or "Fix the policy, then check it with `busted policy check --dir DIR`."
-        )
-
-
-class EvaluationError(PolicyError):
-    """Evaluating the policy set against one input failed (the event is marked, not lost)."""
 
 
 def problem_from(exc: BaseException, file: str, rename: dict[str, str] | None = None) -> Problem:

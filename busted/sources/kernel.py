@@ -25,12 +25,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from busted import messages
 from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
-from busted.errors import KernelError, PrivilegeError
+from busted.errors import BustedError, KernelError, PrivilegeError
 from busted.kernel import bpf_syscall, features, procstat, records, tls
 from busted.kernel.blindspots import BlindSpots, socket_bytes_sent
 from busted.kernel.tls import openssl as libssl
@@ -59,6 +61,22 @@ COPY_RETRY_AFTER_S = (0.005, 0.02, 0.1, 0.5)
 # and the capture loop would stop heart-beating. Past this many records per poll the
 # callback returns -1, which ends the batch (the record itself is already handled).
 MAX_RECORDS_PER_POLL = 8192
+
+
+@contextmanager
+def bcc_errors(message: str, hint: str) -> Iterator[None]:
+    """The one place where bcc's bare exceptions become a :class:`KernelError`.
+
+    bcc raises plain ``Exception`` for compile errors, verifier rejections and failed
+    attaches; ``message`` says what was being loaded, with ``{exc}`` where bcc's own
+    words go. Busted's own errors pass through unchanged.
+    """
+    try:
+        yield
+    except BustedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - bcc's errors have no class of their own
+        raise KernelError(message.replace("{exc}", str(exc)), hint) from exc
 
 
 def _pow2_at_least(n: int) -> int:
@@ -190,17 +208,15 @@ class KernelSource:
                 "--system-site-packages (make setup does both).",
             ) from exc
         text = program_text()
-        try:
+        with bcc_errors(
+            "The kernel refused or bcc could not compile busted's BPF programs "
+            "({exc}). This usually means the kernel headers do not match well enough "
+            "or the verifier rejected a program on this kernel version.",
+            "Run with --debug to see the compiler/verifier output, and "
+            "`busted doctor` to check headers and mounts.",
+        ):
             # BPF() also attaches every TRACEPOINT_PROBE in the text.
             self._bpf = BPF(text=text.encode(), cflags=cflags(self.config))
-        except Exception as exc:  # bcc raises bare Exception for compile/verifier errors
-            raise KernelError(
-                "The kernel refused or bcc could not compile busted's BPF programs "
-                f"({exc}). This usually means the kernel headers do not match well enough "
-                "or the verifier rejected a program on this kernel version.",
-                "Run with --debug to see the compiler/verifier output, and "
-                "`busted doctor` to check headers and mounts.",
-            ) from exc
         self.tracker.ssl_info = self._ssl_info
         self._refresh_ignored(force=True)
         if self.holds:
@@ -241,16 +257,19 @@ class KernelSource:
         attached = 0
         for site in sites:
             for pid in pids:
+                # bcc wants bytes (str works but warns)
+                name, fn = path.encode(), site.fn.encode()
                 try:
-                    # bcc wants bytes (str works but warns)
-                    name, fn = path.encode(), site.fn.encode()
-                    # by address: bcc would otherwise walk node's 100k symbols per probe
-                    if site.ret:
-                        self._bpf.attach_uretprobe(name=name, addr=site.addr, fn_name=fn, pid=pid)
-                    else:
-                        self._bpf.attach_uprobe(name=name, addr=site.addr, fn_name=fn, pid=pid)
+                    with bcc_errors("{exc}", ""):
+                        # by address: bcc would otherwise walk node's 100k symbols per probe
+                        if site.ret:
+                            self._bpf.attach_uretprobe(name=name, addr=site.addr, fn_name=fn,
+                                                       pid=pid)
+                        else:
+                            self._bpf.attach_uprobe(name=name, addr=site.addr, fn_name=fn,
+                                                    pid=pid)
                     attached += 1
-                except Exception as exc:  # bcc: bare Exception on attach failure
+                except KernelError as exc:  # one probe that did not attach: noted, not fatal
                     self.attach_errors.append(f"{site.describe()}: {exc}")
                     log.debug("attach failed: %s: %s", site.describe(), exc)
         self._probed[key] = path
