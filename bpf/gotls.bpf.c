@@ -198,17 +198,29 @@ int gotls_read_enter(struct pt_regs *ctx)
     return 0;
 }
 
+/* The Read this goroutine stashed at entry, copied into *r (its key in *key, for the
+ * caller to delete it when the entry is the one it wants); 0 when there is none. */
+static __always_inline int go_read_stashed(struct pt_regs *ctx, struct go_key *key,
+                                           struct go_read *r)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    *key = (struct go_key){.pid = id >> 32, .pad = 0, .g = ctx->r14};
+    struct go_read *p = go_reads.lookup(key);
+    if (!p)
+        return 0;
+    *r = *p;
+    return 1;
+}
+
 /* ... at its one `call runtime.memmove` (the inlined copy of the decrypted record into
  * the caller's buffer: memmove(to RAX, from RBX, n RCX)), where the plaintext is read
  * from the source before the copy: one emulated probe instead of one per `ret` */
 int gotls_read_copy(struct pt_regs *ctx)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    struct go_key key = {.pid = id >> 32, .pad = 0, .g = ctx->r14};
-    struct go_read *p = go_reads.lookup(&key);
-    if (!p)
+    struct go_key key;
+    struct go_read r;
+    if (!go_read_stashed(ctx, &key, &r))
         return 0;
-    struct go_read r = *p;
     go_reads.delete(&key);
     s64 n = (s64)ctx->cx;
     if (n > 0)
@@ -219,12 +231,10 @@ int gotls_read_copy(struct pt_regs *ctx)
 /* ... or, where Read has no single such copy, at each of its `ret` instructions */
 int gotls_read_return(struct pt_regs *ctx)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    struct go_key key = {.pid = id >> 32, .pad = 0, .g = ctx->r14};
-    struct go_read *p = go_reads.lookup(&key);
-    if (!p)
+    struct go_key key;
+    struct go_read r;
+    if (!go_read_stashed(ctx, &key, &r))
         return 0;
-    struct go_read r = *p;
     if (go_word(key.g + 8) - ctx->sp != r.depth)
         return 0; /* not the call this entry was stashed for */
     go_reads.delete(&key);

@@ -31,17 +31,15 @@ from typing import Any
 import click
 
 from busted.bench.measure import (
+    BenchRun,
     MonitorRun,
     alternating,
-    busy_warning,
-    finish,
-    load_average,
+    event_totals,
     make_workdir,
     median,
     monitor_counters,
     monitor_running,
-    progress,
-    require_root,
+    print_busy_warning,
     run_client,
 )
 from busted.bench.probes import Bench
@@ -157,8 +155,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     monitors = [r["monitor"] for r in rounds]
     return {
         "per_call": per_call,
-        "events": {key: sum(m.get(key, 0) for m in monitors)
-                   for key in ("produced", "dropped", "lost", "kernel_lost")},
+        "events": event_totals(monitors),
         "all_clients_captured": all(r["on"].get("captured") for r in rounds),
         "monitor_ready_s": [r["monitor_ready_s"] for r in rounds],
         "rounds": rounds,
@@ -168,9 +165,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    warning = busy_warning(report, "re-run on a quiet machine.")
-    if warning:
-        echo(warning)
+    print_busy_warning(report, "re-run on a quiet machine.")
     echo(f"Bun: {report['bun']}  (functions found in {report['locate_s']:.2f} s)")
     echo("Per call, CPU time of the Bun client (µs; 'added' = with minus without, median "
          "of rounds):")
@@ -204,14 +199,13 @@ def boringssl_bench(rounds: int, calls: int, bun_path: str | None,
                     monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """What the BoringSSL probes cost a Bun program: µs per SSL_write / SSL_read next to
     this machine's uprobe floor (root, loopback only)."""
-    require_root("boringssl")
-    say = progress(as_json)
+    run = BenchRun("boringssl", as_json)
+    say = run.say
     bun = find_bun(bun_path)
     try:
         located = boringssl.locate(bun)
     except NotLocated as exc:
         raise BenchError(f"BoringSSL's functions were not found in {bun}: {exc}") from exc
-    load_start = load_average()
     workdir = make_workdir()
     bench = Bench(workdir, calls, 1.0, 1.0, say)  # its loopback TLS server
     try:
@@ -233,4 +227,4 @@ def boringssl_bench(rounds: int, calls: int, bun_path: str | None,
         shutil.rmtree(workdir, ignore_errors=True)
     report = summarize(results)
     report.update(bun=bun, locate_s=round(located.seconds, 3))
-    return finish(report, "boringssl", load_start, as_json, print_report)
+    return run.finish(report, print_report)

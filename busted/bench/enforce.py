@@ -54,16 +54,13 @@ from typing import Any
 import click
 
 from busted.bench.measure import (
+    BenchRun,
     MonitorRun,
     alternating,
-    finish,
-    load_average,
     make_workdir,
     median,
     monitor_counters,
     percentile,
-    progress,
-    require_root,
     stop_process,
 )
 from busted.errors import BenchError, BustedError
@@ -529,9 +526,8 @@ def enforce(rounds: int, duration: float, size: int, answer_ms: float, pause_ms:
             monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """The latency a held write adds and the request-loop throughput under --enforce,
     against no monitor and the monitor without --enforce (root, loopback only)."""
-    require_root("enforce", "runs `busted monitor --enforce`")
-    say = progress(as_json)
-    load_start = load_average()
+    run = BenchRun("enforce", as_json, "runs `busted monitor --enforce`")
+    say = run.say
     workdir = make_workdir()
     monitors = {"monitor": ("--format", "none", "--rule", RULE, *monitor_arg),
                 "enforce": ("--format", "none", "--rule", RULE, "--enforce", *monitor_arg)}
@@ -562,4 +558,4 @@ def enforce(rounds: int, duration: float, size: int, answer_ms: float, pause_ms:
                           "request_bytes": results[0]["off"]["request_bytes"], "answer_ms": answer_ms,
                           "pause_ms": pause_ms, "monitor_args": list(monitor_arg)}
     report["measured_from"] = MEASURED_FROM
-    return finish(report, "enforce", load_start, as_json, print_report)
+    return run.finish(report, print_report)

@@ -32,16 +32,13 @@ import click
 
 from busted.bench.kernel_cost import EmptyUprobes, probes_alone
 from busted.bench.measure import (
+    BenchRun,
     alternating,
-    busy_warning,
-    finish,
-    load_average,
     make_workdir,
     max_copy_of,
     median,
     monitor_running,
-    progress,
-    require_root,
+    print_busy_warning,
     run_client,
 )
 from busted.errors import BenchError
@@ -357,9 +354,7 @@ def measure_kernel_only(binary: Path, port: int, ca: Path, calls: int,
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    warning = busy_warning(report, "re-run on a quiet machine.")
-    if warning:
-        echo(warning)
+    print_busy_warning(report, "re-run on a quiet machine.")
     echo(f"Go crypto/tls ({report['go_version']}), CPU time per call of the client thread "
          "(µs; added = with minus without, median of rounds):")
     for fn, f in report["per_call"].items():
@@ -395,9 +390,8 @@ def go_tls(rounds: int, calls: int, monitor_arg: tuple[str, ...], as_json: bool)
     monitor on vs off, next to empty uprobes at the same places (root, loopback only)."""
     from busted.bench.probes import Bench
 
-    require_root("go-tls")
-    say = progress(as_json)
-    load_start = load_average()
+    run = BenchRun("go-tls", as_json)
+    say = run.say
     workdir = make_workdir("busted-bench-go-")
     go = find_go()
     say(f"building the Go client with {go} ...")
@@ -436,4 +430,4 @@ def go_tls(rounds: int, calls: int, monitor_arg: tuple[str, ...], as_json: bool)
                        for name, where in sites.items()}
     report["cpus"] = os.cpu_count()
     shutil.rmtree(workdir, ignore_errors=True)
-    return finish(report, "go-tls", load_start, as_json, print_report)
+    return run.finish(report, print_report)

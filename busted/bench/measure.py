@@ -67,6 +67,34 @@ def finish(report: dict[str, Any], command: str, load_start: float, as_json: boo
     return 0
 
 
+class BenchRun:
+    """The opening and the end every ``busted bench`` command shares: the root check,
+    where progress goes, the load average at the start; :meth:`finish` prints the report."""
+
+    def __init__(self, command: str, as_json: bool, why: str = "loads eBPF programs") -> None:
+        require_root(command, why)
+        self.command = command
+        self.as_json = as_json
+        self.say = progress(as_json)
+        self.load_start = load_average()
+
+    def finish(self, report: dict[str, Any],
+               print_report: Callable[[dict[str, Any]], None]) -> int:
+        return finish(report, self.command, self.load_start, self.as_json, print_report)
+
+
+def event_totals(monitors: list[dict[str, Any]], keys: tuple[str, ...] = (
+        "produced", "dropped", "lost", "kernel_lost")) -> dict[str, int]:
+    """The monitors' event counters (:func:`monitor_counters`) summed over the runs."""
+    return {key: sum(m.get(key, 0) for m in monitors) for key in keys}
+
+
+def print_busy_warning(report: dict[str, Any], consequence: str) -> None:
+    warning = busy_warning(report, consequence)
+    if warning:
+        click.echo(warning)
+
+
 def busy_warning(report: dict[str, Any], consequence: str) -> str | None:
     """A warning line when the load average passed the CPU count during the run."""
     load = report["load_average"]
@@ -98,7 +126,10 @@ def median(values: Iterator[float | None] | list[float | None], digits: int = 3,
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
-    """The ``q`` quantile of sorted samples (nearest rank, no interpolation)."""
+    """The ``q`` quantile of sorted samples (nearest rank, no interpolation); NaN when
+    there are none."""
+    if not ordered:
+        return float("nan")
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 

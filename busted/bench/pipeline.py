@@ -28,6 +28,7 @@ import psutil
 import zmq
 
 from busted import control, schema
+from busted.bench.measure import percentile
 
 LATENCY_RATES = (1_000, 10_000, 50_000)
 THROUGHPUT_RATES = (20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000)
@@ -64,11 +65,6 @@ class LatencyProbe(threading.Thread):
             # each keeps the distribution honest at low rates.
             self.samples.extend(now - e["timestamp"] for e in events if "timestamp" in e)
         sock.close(linger=0)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _cpu_sampler(runtime_dir: Path, stop: threading.Event, out: dict[str, float]) -> None:
@@ -147,8 +143,8 @@ def run_once(rate: int, duration_s: float, *, latency: bool, workdir: Path,
     }
     if probe is not None and probe.samples:
         result["latency_ms"] = {
-            "p50": round(_percentile(probe.samples, 0.50) * 1000, 3),
-            "p99": round(_percentile(probe.samples, 0.99) * 1000, 3),
+            "p50": round(percentile(sorted(probe.samples), 0.50) * 1000, 3),
+            "p99": round(percentile(sorted(probe.samples), 0.99) * 1000, 3),
             "samples": len(probe.samples),
         }
     return result

@@ -51,18 +51,16 @@ from busted.bench.kernel_cost import (
     ssl_sites,
 )
 from busted.bench.measure import (
+    BenchRun,
     MonitorRun,
     alternating,
-    busy_warning,
-    finish,
-    load_average,
+    event_totals,
     make_workdir,
     max_copy_of,
     median,
     monitor_counters,
     monitor_running,
-    progress,
-    require_root,
+    print_busy_warning,
     run_client,
 )
 from busted.errors import BenchError
@@ -167,9 +165,8 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
         "per_call": per_call,
         "requests_per_s": ratios,
         "events": {
-            **{key: sum(m.get(key, 0) for m in monitors)
-               for key in ("produced", "dropped", "lost", "kernel_lost", "merged",
-                           "lost_not_merged")},
+            **event_totals(monitors, ("produced", "dropped", "lost", "kernel_lost", "merged",
+                                      "lost_not_merged")),
             "worker_restarts": [m.get("restarts", {}) for m in monitors],
         },
         "all_clients_captured": all(w.get("captured", False) for r in rounds
@@ -183,10 +180,8 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     echo = click.echo
-    warning = busy_warning(report, "the ratios mostly measure the other load. Re-run on a "
-                                   "quiet machine.")
-    if warning:
-        echo(warning)
+    print_busy_warning(report, "the ratios mostly measure the other load. Re-run on a "
+                               "quiet machine.")
     echo("Per call, CPU time of the client thread (µs; 'added' = with minus without, "
          "median of rounds):")
     for fn, f in report["per_call"].items():
@@ -253,9 +248,8 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
            monitor_arg: tuple[str, ...], as_json: bool) -> int:
     """What the kernel probes cost traced programs: µs per TLS call next to this machine's
     uprobe floor, and requests/s ratios with the monitor on vs off (root, loopback only)."""
-    require_root("probes")
-    say = progress(as_json)
-    load_start = load_average()
+    run = BenchRun("probes", as_json)
+    say = run.say
     workdir = make_workdir()
     bench = Bench(workdir, calls, duration, agent_duration, say)
     try:
@@ -291,7 +285,7 @@ def probes(rounds: int, calls: int, duration: float, agent_duration: float,
             kernel_only[key] - report["per_call"][fn]["no_monitor_us"], 3)
     agent = report["requests_per_s"]["agent"]
     agent["probes_only_ratio"] = round(kernel_only["agent_rps"] / agent["no_monitor_rps"], 3)
-    return finish(report, "probes", load_start, as_json, print_report)
+    return run.finish(report, print_report)
 
 
 def measure_kernel_only(bench: Bench, max_copy: int) -> dict[str, Any]:

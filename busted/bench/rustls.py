@@ -45,7 +45,7 @@ from busted.bench.kernel_cost import (
     probes_alone,
     restore_bpf_stats,
 )
-from busted.bench.measure import alternating, finish, load_average, progress, require_root
+from busted.bench.measure import BenchRun, alternating
 from busted.bench.tls_workload import make_certificates
 from busted.errors import BenchError
 from busted.kernel import bpf_syscall
@@ -418,8 +418,8 @@ Examples:
 def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_json: bool) -> int:
     """What the rustls (aws-lc) probes cost per TLS record, next to this machine's
     empty-uprobe floor, and what they do on real Codex turns (root, loopback only)."""
-    require_root("rustls")
-    say = progress(as_json)
+    run = BenchRun("rustls", as_json)
+    say = run.say
     path = os.path.realpath(_pick_codex(codex))
     try:
         sites = rustls.plan(path)
@@ -427,7 +427,6 @@ def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_js
         raise BenchError(f"{path}: the rustls probes cannot be placed ({exc}).") from exc
     if not sites:
         raise BenchError(f"{path} does not carry rustls.")
-    load_start = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="busted-bench-rustls-", dir="/tmp"))
     try:
         stub = build_stub(workdir)
@@ -435,7 +434,7 @@ def rustls_bench(codex: str | None, rounds: int, calls: int, records: int, as_js
                                   "codex": on_codex(path, workdir, rounds, records, say)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return finish(report, "rustls", load_start, as_json, print_report)
+    return run.finish(report, print_report)
 
 
 def print_report(report: dict[str, Any]) -> None:
