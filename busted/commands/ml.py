@@ -172,3 +172,50 @@ def gather(out_dir: str, seed: int, heldout_seed: int, scale: float, model_out: 
     if scale <= 0:
         raise UsageError("--scale must be positive")
     return gatherer.main(Path(out_dir), seed, heldout_seed, scale, model_out)
+
+
+@ml.command(name="bench")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="The model file (default: the one shipped with busted).")
+@click.option("--rows", "rows_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Feature rows to judge (default: generated exchanges).")
+@click.option("--n", type=int, default=20000, show_default=True, help="Exchanges to judge.")
+def bench_ml(model_path: str | None, rows_path: str | None, n: int) -> int:
+    """Cost of one behavioural verdict (features + model) per exchange, in this process."""
+    import random
+    import resource
+
+    from busted.ml import model as mlmodel
+    from busted.ml.features import vector
+
+    model = mlmodel.load(model_path or mlmodel.DEFAULT_PATH)
+    rng = random.Random(0)
+    exchanges = []
+    for i in range(1000):
+        bursts = rng.randint(1, 200)
+        gap = rng.randint(1000, 60000)
+        exchanges.append({"tx_bytes": rng.randint(100, 9000), "tx_calls": rng.randint(1, 4),
+                          "rx_bytes": bursts * rng.randint(50, 20000), "rx_calls": bursts * 2,
+                          "rx_bursts": bursts, "burst_min": 50, "burst_max": 20000,
+                          "burst_size": [bursts // 4, bursts // 2, bursts // 8, bursts // 8],
+                          "first_rx_us": rng.randint(100, 3_000_000), "last_rx_us": 4_000_000,
+                          "gap_sum_us": gap * (bursts - 1), "gap_sq_us": gap * gap * (bursts - 1),
+                          "gap_max_us": gap * 2, "pauses": 0, "index": 1, "closing": 0})
+    if rows_path:
+        from busted.ml import train as trainer
+
+        vectors = [r["features"] for r in trainer.read_rows([rows_path])]
+    else:
+        vectors = None
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    t0 = time.perf_counter()
+    for i in range(n):
+        vec = vectors[i % len(vectors)] if vectors else vector(exchanges[i % len(exchanges)])
+        model.predict(vec)
+    wall = time.perf_counter() - t0
+    cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu0
+    per_us = wall / n * 1e6
+    click.echo(f"{n} verdicts: {per_us:.1f} us each (wall), {cpu / n * 1e6:.1f} us CPU; "
+               f"{len(model.trees)} trees, {sum(len(t.left) for t in model.trees)} nodes; "
+               f"1,000 exchanges/s would use {per_us / 10:.1f} % of one core")
+    return 0

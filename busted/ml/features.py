@@ -36,11 +36,11 @@ FEATURES: tuple[str, ...] = (
     "pauses",            # gaps > 100 ms
     "bursts_per_s",
     "rx_bytes_per_s",
-    "index",             # exchanges before this one on the connection (capped)
     "closing",           # ended by the connection's close rather than a new request
 )
-
-MAX_INDEX = 20
+# Not a feature: the exchange's index on its connection. It separated the training
+# traffic well (REST loops make many exchanges per connection) for a wrong reason: an
+# agent's tenth streamed answer on a keep-alive connection is still a stream.
 
 
 def vector(ex: dict[str, Any]) -> list[float]:
@@ -79,7 +79,6 @@ def vector(ex: dict[str, Any]) -> list[float]:
         float(ex.get("pauses", 0)),
         bursts / seconds if seconds > 0 else 0.0,
         rx_bytes / seconds if seconds > 0 else 0.0,
-        float(min(int(ex.get("index", 0)), MAX_INDEX)),
         1.0 if ex.get("closing") else 0.0,
     ]
 

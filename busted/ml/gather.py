@@ -193,11 +193,16 @@ def plan(phase: Phase, url: str, port: int, ca: Path, work: Path) -> list[list[s
     return cmds
 
 
-def _run(cmd: list[str]) -> int:
+def _run(cmd: list[str], pids: set[int]) -> int:
+    """Run one client; its pid joins ``pids`` (the monitor sees the whole host: only the
+    phase's own clients make its rows)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids.add(proc.pid)
     try:
-        return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=CLIENT_TIMEOUT_S).returncode
+        return proc.wait(CLIENT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return -1
 
 
@@ -252,13 +257,15 @@ def run_phase(phase: Phase, server: StreamServer, ca: Path, out_dir: Path, scale
     events = out_dir / f"{phase.name}-events.jsonl"
     click.echo(f"{phase.name}: {len(cmds)} sessions (seed {phase.seed})", err=True)
     t0 = time.monotonic()
+    pids: set[int] = set()
     with Monitor(events, Path(tempfile.mkdtemp(prefix="busted-ml-rt-")) / "rt"):
         with ThreadPoolExecutor(PARALLEL) as pool:
-            codes = list(pool.map(_run, cmds))
+            codes = list(pool.map(lambda cmd: _run(cmd, pids), cmds))
     failed = sum(1 for c in codes if c != 0)
     click.echo(f"{phase.name}: done in {time.monotonic() - t0:.0f} s, {failed} sessions failed", err=True)
     rows_path = out_dir / f"{phase.name}-rows.jsonl"
-    made = [r for r in labels.rows(_events(events)) if r["label"] != labels.UNKNOWN]
+    made = [r for r in labels.rows(_events(events))
+            if r["label"] != labels.UNKNOWN and r["pid"] in pids]
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in made))
     counts: dict[str, int] = {}
     for r in made:

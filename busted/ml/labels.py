@@ -74,6 +74,7 @@ def rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             "label": labeller.label(event),
             "features": vector(event["exchange"]),
             "process_name": event.get("process_name", ""),
+            "pid": event.get("pid", 0),
             "dst": event.get("sni") or event.get("dns_name") or event.get("dst_ip", ""),
             "conn_id": event.get("conn_id", 0),
         }

@@ -2,6 +2,10 @@
 
 Part of :class:`busted_gui.app.Dashboard` (a mixin). These tables have a few dozen
 rows at most, so rebuilding them is cheaper and simpler than patching them.
+
+A process whose SDK is not known may be "similar to <known agent>": processes are
+grouped by how their connections behave (busted.ml.cluster, HDBSCAN over the
+TCP_EXCHANGE events), refreshed every SIMILAR_EVERY_S.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import dearpygui.dearpygui as dpg
 from busted_gui import theme
 from busted_gui.events_view import ALL, ROW_HEIGHT
 from busted_gui.model import Filter, GroupStats, human_bytes, human_count, visibility
+
+SIMILAR_EVERY_S = 10.0
 
 
 class SummaryViewsMixin:
@@ -80,6 +86,7 @@ class SummaryViewsMixin:
         if old is not None:
             dpg.delete_item(old)
         by_identity = self.group_by == "identity"
+        similar = {} if by_identity else self._similar(now)
         cols = ("Agent identity" if by_identity else "Process",
                 "Narrative" if by_identity else "Container / pod", "SDK", "Visibility",
                 "Events", "Requests", "Deny", "Audit", "Allow", "PII", "Providers", "Models",
@@ -102,7 +109,8 @@ class SummaryViewsMixin:
                         dpg.add_text(g.narrative or "—", color=theme.DIM)
                     else:
                         dpg.add_text(g.container or "—", color=theme.DIM)
-                    dpg.add_text(", ".join(sorted(g.sdks)) or "—")
+                    dpg.add_text(", ".join(sorted(g.sdks))
+                                 or similar.get((g.process_name, g.pid), "—"))
                     _visibility(g)
                     dpg.add_text(human_count(g.events))
                     dpg.add_text(human_count(g.requests))
@@ -116,6 +124,26 @@ class SummaryViewsMixin:
                     dpg.add_text(_ago(now, g.last_seen), color=theme.DIM)
         theme.bind_font(table, self.fonts.table)
         self._ids["processes_table"] = table
+
+    def _similar(self, now: float) -> dict[tuple[str, int], str]:
+        """(process, pid) -> "similar to <known agent>" (busted.ml.cluster): the new
+        events are fed at each rebuild, the clustering reruns every SIMILAR_EVERY_S."""
+        state = getattr(self, "_ml_similar", None)
+        if state is None:
+            from busted.ml.cluster import ProcessBehaviour
+
+            state = self._ml_similar = {"behaviour": ProcessBehaviour(), "uid": 0, "at": 0.0,
+                                        "names": {}}
+        store = self.store
+        for uid in range(max(state["uid"], store.oldest_uid), store.total):
+            event = store.get(uid)
+            if event is not None:
+                state["behaviour"].feed(event)
+        state["uid"] = store.total
+        if now - state["at"] >= SIMILAR_EVERY_S:
+            state["at"] = now
+            state["names"] = state["behaviour"].similar()
+        return state["names"]
 
     def processes_shown(self) -> list[dict[str, Any]]:
         """The processes table as drawn, read back from its widgets (for the test
