@@ -153,6 +153,8 @@ def _blind_text(event: Event, clock: str, who: str) -> str:
     library = event.get("tls_library") or "unknown TLS library"
     lines = [f"{clock} {who} BLIND {where} [{library}] {event.get('exe') or ''}".rstrip(),
              f"  why: {event.get('blind_reason', '')}"]
+    if event.get("ml_note"):  # the behavioural model's verdict (busted.ml.verdicts)
+        lines.append(f"  behaviour: {event['ml_note']}")
     if event.get("blind_advice"):
         lines.append(f"  do: {event['blind_advice']}")
     return "\n".join(lines)
