@@ -67,6 +67,7 @@ class Worker:
     # next stage may stop even though this process is still exiting (capture's kernel
     # probes take seconds to detach).
     drained: bool = False
+    killed: bool = False  # sent SIGKILL while stopping (said once, not at every turn)
     last_gauges: dict[str, float] = field(default_factory=dict)
 
     def to(self, new: State) -> None:
@@ -157,6 +158,7 @@ class Supervisor:
         worker.process = process
         worker.to(State.STARTING)
         worker.drained = False
+        worker.killed = False
         worker.started_at = worker.last_seen = self.clock()
         log.debug("started %s (pid %d)", worker.role, process.pid)
 
@@ -321,7 +323,9 @@ class Supervisor:
                 self.control.send_to(role, messages.stop())
             # Every stage keeps working while the ones before it drain, so one shared
             # deadline fits: a backlog gets all the time there is.
-            if worker.state == State.STOPPING and worker.process is not None and overall_late:
+            if (worker.state == State.STOPPING and worker.process is not None and overall_late
+                    and not worker.killed):
+                worker.killed = True  # once: its exit is seen on a later turn
                 if worker.drained:  # only its exit is slow (nothing is lost)
                     log.debug("%s still exiting; killing it", role)
                 else:
