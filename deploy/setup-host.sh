@@ -26,7 +26,8 @@ packages=(
     gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
     golang-go                                       # Go 1.19: test clients with crypto/tls
     systemd                                         # systemd-analyze: the unit's checks (tests/unit/deploy)
-    podman runc debootstrap                         # the container image, built and run by tests/privileged/test_container.py
+    podman runc debootstrap podman-compose          # the container image and compose file, built and run by tests/privileged/test_container.py
+    golang-github-containernetworking-plugin-dnsname  # compose services find each other by name (podman with CNI)
 )
 missing=()
 for p in "${packages[@]}"; do

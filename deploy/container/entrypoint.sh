@@ -3,7 +3,9 @@
 # (so members of the host's group `busted` can run `busted ui` on the runtime directory
 # the container shares), then run busted with the arguments given.
 set -e
-if [ -n "${BUSTED_GID:-}" ] && [ "$(getent group busted | cut -d: -f3)" != "$BUSTED_GID" ]; then
-    groupmod -g "$BUSTED_GID" busted
-fi
+case "${BUSTED_GID:-}" in
+    "") ;;
+    *[!0-9]*) echo "busted-entrypoint: BUSTED_GID=$BUSTED_GID is not a number; ignored" >&2 ;;
+    *) [ "$(getent group busted | cut -d: -f3)" = "$BUSTED_GID" ] || groupmod -g "$BUSTED_GID" busted ;;
+esac
 exec /opt/busted/.venv/bin/busted "$@"

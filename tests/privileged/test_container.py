@@ -197,3 +197,49 @@ def test_capture_on_the_host_and_in_another_container(image, tls_server):
         except subprocess.TimeoutExpired:
             monitor.kill()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_compose_monitor_sends_to_the_webhook_receiver(image, tmp_path, tls_server):
+    """deploy/docker-compose.yml with podman-compose: the monitor judges with the policies
+    volume and the example receiver gets the events. podman-compose 1.0.3 (Debian 12)
+    ignores `pid: host`, so it is passed as a run argument, as the README says."""
+    if shutil.which("podman-compose") is None:
+        pytest.fail("podman-compose is missing: apt-get install -y podman-compose (deploy/setup-host.sh)")
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o750)
+    project = f"bustedtest{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, BUSTED_IMAGE=image, BUSTED_RUNTIME_DIR=str(runtime),
+               BUSTED_GID=str(grp.getgrnam("busted").gr_gid))
+    compose = ["podman-compose", "-p", project, "-f", str(REPO / "deploy/docker-compose.yml")]
+    run_args = " ".join([*podman_args(), "--pid=host"])
+    up = subprocess.run([*compose, f"--podman-run-args={run_args}", "up", "-d"], env=env,
+                        capture_output=True, text=True, timeout=180)
+    client = None
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+
+        def logs(service):
+            return subprocess.run(["podman", "logs", f"{project}_{service}_1"],
+                                  capture_output=True, text=True, timeout=30)
+
+        def monitor_ready():
+            out = logs("monitor")
+            assert "Error" not in out.stderr[:200], out.stderr[-2000:]
+            return "capture ready" in out.stderr
+        wait_for(monitor_ready, timeout=240, what="the compose monitor to be ready")
+        mark = f"compose-{uuid.uuid4().hex}"
+        client = subprocess.Popen(["python3", "-c", CLIENT, f"https://127.0.0.1:{tls_server}/x", mark])
+
+        def received():
+            lines = [json.loads(x) for x in logs("receiver").stdout.splitlines() if x.startswith("{")]
+            return [e for e in lines if e.get("event_type") == "TLS_DATA_WRITE"
+                    and e.get("process_name", "").startswith("python3")]
+        events = wait_for(received, timeout=90, what="the receiver to get the client's write")
+        assert all(e.get("policy") for e in events)  # judged with the policies volume
+    finally:
+        if client is not None:
+            client.kill()
+        subprocess.run([*compose, "down", "-v", "-t", "20"], env=env, capture_output=True,
+                       timeout=180)
+        subprocess.run(["podman", "network", "rm", "-f", f"{project}_default"],
+                       capture_output=True, timeout=60)
