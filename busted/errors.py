@@ -10,7 +10,7 @@ The tree::
 
     BustedError
       UsageError, PrivilegeError, KernelError, RuntimeDirError, ConnectError,
-      UnsafePathError, DisplayError, BenchError
+      UnsafePathError, DisplayError, BenchError, SpoolError, ModelError
       PolicyError
         PolicyLoadError, EvaluationError
 """
@@ -83,6 +83,10 @@ class DisplayError(BustedError):
 
 class BenchError(BustedError):
     """The benchmark could not run (no monitor, server or client failed)."""
+
+
+class SpoolError(BustedError):
+    """The spool directory cannot be used (busy, unsafe, or not writable)."""
 
 
 class UnsafePathError(BustedError):

@@ -40,7 +40,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from busted.errors import BustedError, UnsafePathError
+from busted.errors import SpoolError, UnsafePathError
 from busted.rootfiles import foreign_file, unsafe_path
 
 log = logging.getLogger("busted.spool")
@@ -53,10 +53,6 @@ _CURSOR = struct.Struct("<QQ")  # segment number, offset (+ CRC-32 of these 16 b
 _SUFFIX = ".seg"
 _READ_CHUNK = 1 << 20
 _LOG_EVERY_S = 10.0
-
-
-class SpoolError(BustedError):
-    """The spool directory cannot be used (busy, unsafe, or not writable)."""
 
 
 def default_dir() -> Path:

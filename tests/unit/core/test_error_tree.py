@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from busted import errors
+from busted import errors, spool
 from busted.bench import kernel_cost
 from busted.commands import ui
 from busted.policy import engine
@@ -13,7 +13,8 @@ from busted.sources.kernel import bcc_errors
 
 
 def test_the_errors_live_in_one_tree() -> None:
-    for name in ("PolicyLoadError", "EvaluationError", "DisplayError", "BenchError"):
+    for name in ("PolicyLoadError", "EvaluationError", "DisplayError", "BenchError",
+                 "SpoolError"):
         assert issubclass(getattr(errors, name), errors.BustedError), name
     assert issubclass(errors.PolicyLoadError, errors.PolicyError)
     # Their old import names still work and are the same classes.
@@ -21,6 +22,7 @@ def test_the_errors_live_in_one_tree() -> None:
     assert engine.EvaluationError is errors.EvaluationError
     assert ui.DisplayError is errors.DisplayError
     assert kernel_cost.BenchError is errors.BenchError
+    assert spool.SpoolError is errors.SpoolError
 
 
 def test_bcc_errors_become_kernel_errors() -> None:
