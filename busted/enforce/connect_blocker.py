@@ -16,20 +16,10 @@ import time
 from typing import Any
 
 from busted.errors import KernelError, PrivilegeError
+from busted.kernel.records import BlockRec, DstKey
 from busted.sources.kernel import BPF_DIR, bcc_errors
 
 ENFORCE_PROGRAM = "enforce.bpf.c"
-
-
-class _DstKey(ct.Structure):
-    _fields_ = [("family", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16),
-                ("addr", ct.c_uint8 * 16)]
-
-
-class _BlockRec(ct.Structure):
-    _fields_ = [("pid", ct.c_uint32), ("uid", ct.c_uint32), ("family", ct.c_uint32),
-                ("port", ct.c_uint16), ("refused", ct.c_uint16), ("addr", ct.c_uint8 * 16),
-                ("comm", ct.c_char * 16)]
 
 
 def cgroup2_root(mounts: str = "/proc/self/mounts") -> str:
@@ -89,9 +79,9 @@ class ConnectBlocker:
         self._bpf[b"enforce_events"].open_ring_buffer(self._on_record)
 
     @staticmethod
-    def _key(ip: str, port: int) -> _DstKey:
+    def _key(ip: str, port: int) -> DstKey:
         addr = ipaddress.ip_address(ip)
-        key = _DstKey()
+        key = DstKey()
         key.family = 2 if addr.version == 4 else 10
         key.port = port
         packed = addr.packed
@@ -110,7 +100,7 @@ class ConnectBlocker:
             pass
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
-        rec = ct.cast(data, ct.POINTER(_BlockRec)).contents
+        rec = ct.cast(data, ct.POINTER(BlockRec)).contents
         length = 4 if rec.family == 2 else 16
         self._out.append({
             "event_type": "ENFORCEMENT", "policy": "deny",

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 HEADER_PATH = Path(__file__).resolve().parents[2] / "bpf" / "busted.h"
+ENFORCE_PATH = HEADER_PATH.parent / "enforce.bpf.c"  # the connect blocker's own structs
 
 COMM_LEN = 16
 SNI_LEN = 128
@@ -42,6 +43,7 @@ DIR_READ = 1
 
 FLAG_TRUNCATED = 1
 LIB_HELD, LIB_WRITING = 1, 2  # rec_head.held of a REC_LIBOPEN
+VERDICT_SKIP, VERDICT_NO_HOLD = 1, 2  # the verdicts map: copy no more / never hold its writes
 FLAG_HELD = 2  # sent at the write's entry; the writer is stopped until its verdict
 FLAG_WIDE = 4  # the connection carries requests: the call is copied up to MAX_COPY
 
@@ -165,7 +167,25 @@ class ConnKey(ct.Structure):
     _fields_ = [("pid", ct.c_uint32), ("pad", ct.c_uint32), ("conn_id", ct.c_uint64)]
 
 
-# C struct name -> mirror, for the sync test. data_rec's flexible tail is checked apart.
+class DstKey(ct.Structure):
+    """The connect blocker's key (bpf/enforce.bpf.c): port 0 means every port."""
+
+    _fields_ = [("family", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16),
+                ("addr", ct.c_uint8 * 16)]
+
+
+class BlockRec(ct.Structure):
+    """A connect the blocker refused (or, with --dry-run, would have refused)."""
+
+    _fields_ = [("pid", ct.c_uint32), ("uid", ct.c_uint32), ("family", ct.c_uint32),
+                ("port", ct.c_uint16), ("refused", ct.c_uint16), ("addr", ct.c_uint8 * 16),
+                ("comm", ct.c_char * COMM_LEN)]
+
+
+# The registry the sync test (tests/unit/kernel/test_records_sync.py) walks: every struct
+# of bpf/busted.h and bpf/enforce.bpf.c is mirrored here or named kernel-only, and every
+# constant above that has a #define of the same name in busted.h must equal it.
+# C struct name -> mirror; data_rec's flexible tail is checked apart.
 MIRRORS: dict[str, type[ct.Structure]] = {
     "rec_head": RecHead,
     "data_rec": DataRec,
@@ -178,6 +198,8 @@ MIRRORS: dict[str, type[ct.Structure]] = {
     "exchange_rec": ExchangeRec,
     "ssl_info": SslInfo,
 }
+ENFORCE_MIRRORS: dict[str, type[ct.Structure]] = {"dst_key": DstKey, "block_rec": BlockRec}
+KERNEL_ONLY = frozenset({"fd_key", "watch"})  # map keys and values Python never reads
 
 DATA_HEADER_SIZE = ct.sizeof(DataRec)
 

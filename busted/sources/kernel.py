@@ -46,7 +46,6 @@ HEADER = "busted.h"
 BASE_PROGRAMS = ("connections.bpf.c", "dns.bpf.c", "plaintext.bpf.c")
 CHUNK_SIZE = 16 * 1024  # per ring record; fits the per-cpu scratch (< 32 KiB)
 MAX_PLAIN_PORTS = 8
-VERDICT_SKIP, VERDICT_NO_HOLD = 1, 2  # values of the verdicts map (bpf/busted.h)
 # Rescan a newly exec'd process's mappings at these ages (s): shared libraries are
 # mapped by the dynamic loader after exec, dlopen'd ones later still.
 RESCAN_AFTER_S = (0.05, 0.5, 2.0)
@@ -481,9 +480,9 @@ class KernelSource:
         key = records.ConnKey(int(command["pid"]), 0, int(command["conn_id"]) & (2**64 - 1))
         table = self._bpf[b"verdicts"]
         if not command.get("capture", True):
-            table[key] = ct.c_uint8(VERDICT_SKIP)
+            table[key] = ct.c_uint8(records.VERDICT_SKIP)
         elif not command.get("hold", True):
-            table[key] = ct.c_uint8(VERDICT_NO_HOLD)
+            table[key] = ct.c_uint8(records.VERDICT_NO_HOLD)
         else:
             try:
                 del table[key]

@@ -1,9 +1,11 @@
-"""bpf/busted.h and busted/kernel/records.py describe the same bytes.
+"""bpf/busted.h (and bpf/enforce.bpf.c) and busted/kernel/records.py describe the same bytes.
 
-The header's structs are parsed here (a tiny C layout calculator for the types the
-header uses: fixed-width integers, char/u8 arrays, nested structs) and every size and
-field offset is compared with the ctypes mirror. Constants shared by both are compared
-too. Pure Python: no compiler, no root.
+The registry in records.py is walked, not a list written here: every struct of the two
+C files has a mirror or is named kernel-only, and every constant of records.py that
+has a #define of the same name in busted.h equals it. The C structs are parsed here
+(a tiny C layout calculator for the types the files use: fixed-width integers, char/u8
+arrays, nested structs) and every size and field offset is compared with the ctypes
+mirror. Pure Python: no compiler, no root.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from busted.kernel import records
 SCALARS = {"u8": 1, "s8": 1, "char": 1, "u16": 2, "s16": 2, "u32": 4, "s32": 4, "u64": 8, "s64": 8}
 
 
-def header_text() -> str:
-    text = records.HEADER_PATH.read_text()
+def header_text(path=records.HEADER_PATH) -> str:
+    text = path.read_text()
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     return re.sub(r"//[^\n]*", "", text)
 
@@ -32,7 +34,7 @@ def defines(text: str) -> dict[str, int]:
 
 
 def parse_structs(text: str) -> dict[str, dict]:
-    consts = defines(text)
+    consts = {"TASK_COMM_LEN": records.COMM_LEN, **defines(text)}  # the kernel's, 16
     structs: dict[str, dict] = {}
     for name, body in re.findall(r"struct\s+(\w+)\s*\{(.*?)\};", text, flags=re.S):
         offset, align, fields = 0, 1, {}
@@ -56,12 +58,20 @@ def parse_structs(text: str) -> dict[str, dict]:
 
 
 STRUCTS = parse_structs(header_text())
+ENFORCE_STRUCTS = parse_structs(header_text(records.ENFORCE_PATH))
+ALL_STRUCTS = {**STRUCTS, **ENFORCE_STRUCTS}
+ALL_MIRRORS = {**records.MIRRORS, **records.ENFORCE_MIRRORS}
 
 
-@pytest.mark.parametrize("cname", sorted(records.MIRRORS))
+def test_every_struct_is_in_the_registry():
+    assert set(STRUCTS) == set(records.MIRRORS) | records.KERNEL_ONLY
+    assert set(ENFORCE_STRUCTS) == set(records.ENFORCE_MIRRORS)
+
+
+@pytest.mark.parametrize("cname", sorted(ALL_MIRRORS))
 def test_struct_layout_matches(cname):
-    c = STRUCTS[cname]
-    mirror = records.MIRRORS[cname]
+    c = ALL_STRUCTS[cname]
+    mirror = ALL_MIRRORS[cname]
     for field, (offset, size) in c["fields"].items():
         if cname == "data_rec" and field == "data":
             # the flexible payload: the ctypes mirror stops where it starts
@@ -77,18 +87,23 @@ def test_struct_layout_matches(cname):
 
 def test_constants_match():
     consts = defines(header_text())
-    for name in ("REC_DATA", "REC_SNI", "REC_SSL_FREE", "REC_CONNECT", "REC_ESTABLISHED",
+    shared = {name: value for name, value in vars(records).items()
+              if name in consts and isinstance(value, int)}
+    for name, value in shared.items():
+        assert value == consts[name], name
+    # the registry walk reaches at least these (a renamed constant must not slip out)
+    assert set(shared) >= {"REC_DATA", "REC_SNI", "REC_SSL_FREE", "REC_CONNECT", "REC_ESTABLISHED",
                  "REC_CLOSE", "REC_EXEC", "REC_SSL_FD", "REC_EXIT", "REC_LIBOPEN", "PATH_LEN",
                  "REC_HELLO", "HELLO_LEN", "SRC_HELLO", "REC_EXCHANGE",
                  "SRC_TLS", "SRC_PLAIN", "SRC_DNS",
                  "DIR_WRITE", "DIR_READ", "FLAG_TRUNCATED", "FLAG_WIDE", "LOST_RINGBUF", "LOST_READ",
-                 "LOST_STASH", "LOST_SLOTS", "COMM_LEN", "SNI_LEN"):
-        assert getattr(records, name) == consts[name], name
+                 "LOST_STASH", "LOST_SLOTS", "COMM_LEN", "SNI_LEN",
+                 "FLAG_HELD", "LIB_HELD", "LIB_WRITING", "VERDICT_SKIP", "VERDICT_NO_HOLD"}
 
 
 def test_structs_have_no_hidden_padding():
     # every byte is a named field: the C compiler and ctypes cannot disagree on holes
-    for cname, c in STRUCTS.items():
+    for cname, c in ALL_STRUCTS.items():
         covered = sum(size for _, size in c["fields"].values())
         assert covered == c["size"], cname
 
