@@ -26,6 +26,8 @@ from typing import Any
 
 import click
 
+from busted.bench.measure import percentile
+
 WARMUP_S = 2.0
 
 
@@ -111,9 +113,9 @@ def window(endpoint: str, duration_s: float, max_events: int) -> dict[str, Any]:
         "frames": len(frames),
         "seconds": round(elapsed, 2),
         "fps": round(len(frames) / elapsed, 1),
-        "frame_ms_p50": round(1000 * gaps[len(gaps) // 2], 2),
-        "frame_ms_p95": round(1000 * gaps[int(len(gaps) * 0.95)], 2),
-        "frame_ms_p99": round(1000 * gaps[int(len(gaps) * 0.99)], 2),
+        "frame_ms_p50": round(1000 * percentile(gaps, 0.50), 2),
+        "frame_ms_p95": round(1000 * percentile(gaps, 0.95), 2),
+        "frame_ms_p99": round(1000 * percentile(gaps, 0.99), 2),
         "frame_ms_max": round(1000 * gaps[-1], 2),
         "frame_ms_mean": round(1000 * statistics.fmean(gaps), 2),
         "update_ms_p50": _p50_ms(dashboard.update_times),
@@ -130,8 +132,7 @@ def window(endpoint: str, duration_s: float, max_events: int) -> dict[str, Any]:
 
 
 def _p50_ms(samples) -> float:
-    ordered = sorted(samples)
-    return round(1000 * ordered[len(ordered) // 2], 2) if ordered else 0.0
+    return round(1000 * percentile(sorted(samples), 0.5), 2) if samples else 0.0
 
 
 def _cpu() -> float:
