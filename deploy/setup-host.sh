@@ -25,7 +25,7 @@ packages=(
     rsyslog rsyslog-gnutls                          # a real syslog receiver (TCP, TLS) for the sink tests
     gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
     golang-go                                       # Go 1.19: test clients with crypto/tls
-    systemd                                         # systemd-analyze: the unit's checks (tests/unit/deploy)
+    systemd python3-seccomp                         # systemd-analyze; the unit's seccomp filter applied in tests/privileged/test_systemd_sandbox.py
     podman runc debootstrap podman-compose          # the container image and compose file, built and run by tests/privileged/test_container.py
     golang-github-containernetworking-plugin-dnsname  # compose services find each other by name (podman with CNI)
 )

@@ -84,11 +84,11 @@ NEEDED_CAPS = {
     39: ("CAP_BPF", "load BPF programs and maps"),
     38: ("CAP_PERFMON", "open perf events for tracepoints and uprobes"),
     21: ("CAP_SYS_ADMIN", "attach uprobes (refused without it) and cgroup programs"),
+    1: ("CAP_DAC_OVERRIDE", "root workers connect to pipeline sockets the busted account owns"),
 }
 # Capabilities parts of busted need; without them it runs, with less.
 USEFUL_CAPS = {
     19: ("CAP_SYS_PTRACE", "read /proc/PID/exe, maps and root of other users' processes"),
-    2: ("CAP_DAC_READ_SEARCH", "read other users' binaries to find their TLS functions"),
     5: ("CAP_KILL", "resume processes held while their libssl is probed; --enforce"),
     7: ("CAP_SETUID", "switch payload-parsing workers to the busted account"),
     6: ("CAP_SETGID", "switch payload-parsing workers to the busted account"),
@@ -117,7 +117,7 @@ def _cap_checks(root: Path) -> list[Check]:
     return [
         Check("capabilities", not missing,
               "missing " + "; ".join(missing) if missing else
-              "CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN effective", where),
+              "CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE effective", where),
         Check("capabilities:optional", not useful,
               "missing " + "; ".join(useful) if useful else "all capabilities busted uses", where),
     ]

@@ -15,17 +15,17 @@ import grp
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from polling import wait_for
+
+from .harness.tls_echo import CLIENT, tls_echo_server
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "busted:test"
@@ -102,41 +102,10 @@ def test_synthetic_source_without_privileges(image):
         proc.wait(60)
 
 
-class _Echo(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def tls_server(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
-CLIENT = """
-import ssl, sys, time, urllib.request
-ctx = ssl._create_unverified_context()
-for _ in range(240):
-    urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode()),
-                           context=ctx).read()
-    time.sleep(0.5)
-"""
+    with tls_echo_server(tmp_path) as port:
+        yield port
 
 
 def test_capture_on_the_host_and_in_another_container(image, tls_server):
