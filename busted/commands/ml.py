@@ -214,8 +214,8 @@ def bench_ml(model_path: str | None, rows_path: str | None, n: int) -> int:
         model.predict(vec)
     wall = time.perf_counter() - t0
     cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu0
-    per_us = wall / n * 1e6
-    click.echo(f"{n} verdicts: {per_us:.1f} us each (wall), {cpu / n * 1e6:.1f} us CPU; "
+    cpu_us = cpu / n * 1e6
+    click.echo(f"{n} verdicts: {wall / n * 1e6:.1f} us each (wall), {cpu_us:.1f} us CPU; "
                f"{len(model.trees)} trees, {sum(len(t.left) for t in model.trees)} nodes; "
-               f"1,000 exchanges/s would use {per_us / 10:.1f} % of one core")
+               f"1,000 exchanges/s would use {cpu_us / 10:.1f} % of one core")
     return 0
