@@ -135,7 +135,7 @@ def print_scores(s: dict[str, Any]) -> None:
         click.echo(f"  {c:11s} precision {v['precision']:.4f}  recall {v['recall']:.4f}  n={v['support']}")
     classes = s["confusion"]["classes"]
     click.echo("confusion (rows: truth, columns: model): " + " ".join(classes))
-    for c, row in zip(classes, s["confusion"]["rows"]):
+    for c, row in zip(classes, s["confusion"]["rows"], strict=True):
         click.echo(f"  {c:11s} " + " ".join(f"{n:6d}" for n in row))
 
 
@@ -191,7 +191,7 @@ def bench_ml(model_path: str | None, rows_path: str | None, n: int) -> int:
     model = mlmodel.load(model_path or mlmodel.DEFAULT_PATH)
     rng = random.Random(0)
     exchanges = []
-    for i in range(1000):
+    for _ in range(1000):
         bursts = rng.randint(1, 200)
         gap = rng.randint(1000, 60000)
         exchanges.append({"tx_bytes": rng.randint(100, 9000), "tx_calls": rng.randint(1, 4),

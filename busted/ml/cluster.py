@@ -99,7 +99,7 @@ class ProcessBehaviour:
         labels = HDBSCAN(min_cluster_size=2, min_samples=1, copy=True).fit(X).labels_
         out: dict[tuple[str, int], str] = {}
         for cluster in set(labels) - {-1}:
-            members = [p for p, c in zip(profiles, labels) if c == cluster]
+            members = [p for p, c in zip(profiles, labels, strict=True) if c == cluster]
             known = sorted({p.known_as for p in members if p.known_as})
             if not known:
                 continue

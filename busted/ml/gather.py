@@ -98,7 +98,8 @@ with httpx.Client(verify=args["ca"], timeout=60) as http:
     for i in range(args["calls"]):
         if rng.random() < 0.3:
             http.post(args["url"] + "/api/orders/%d" % rng.randrange(10**6),
-                      json={"sku": rng.randrange(999), "qty": rng.randint(1, 9), "note": "x" * rng.randrange(2000)})
+                      json={"sku": rng.randrange(999), "qty": rng.randint(1, 9),
+                            "note": "x" * rng.randrange(2000)})
         else:
             http.get(args["url"] + "/api/items/%d" % rng.randrange(10**6))
         time.sleep(rng.uniform(*args["pause"]))
@@ -155,7 +156,8 @@ def plan(phase: Phase, url: str, port: int, ca: Path, work: Path) -> list[list[s
     for kind, count in phase.mix.items():
         for _ in range(count):
             if kind in ("openai_stream", "anthropic_stream", "openai_plain"):
-                args = {"sdk": kind.split("_")[0], "url": url, "ca": str(ca), "stream": kind.endswith("stream"),
+                args = {"sdk": kind.split("_")[0], "url": url, "ca": str(ca),
+                        "stream": kind.endswith("stream"),
                         "requests": _llm_requests(rng, phase, rng.randint(1, 4))}
                 cmds.append([py, "-c", _PY_SDK, json.dumps(args)])
             elif kind == "curl_stream":
@@ -164,7 +166,8 @@ def plan(phase: Phase, url: str, port: int, ca: Path, work: Path) -> list[list[s
                                    "messages": [{"role": "user", "content": f"curl {r['seed']}"}]})
                 cmds.append(["curl", "-sN", "-o", "/dev/null", "--cacert", str(ca), "-H",
                              "content-type: application/json", "-H", "authorization: Bearer sk-curl",
-                             *[x for k in ("rate", "ttfb", "tokens", "seed") for x in ("-H", f"x-busted-{k}: {r[k]}")],
+                             *[x for k in ("rate", "ttfb", "tokens", "seed")
+                               for x in ("-H", f"x-busted-{k}: {r[k]}")],
                              "-d", body, f"{url}/v1/chat/completions"])
             elif kind == "node_stream":
                 args = {"url": url, "requests": _llm_requests(rng, phase, rng.randint(1, 3))}
@@ -179,7 +182,8 @@ def plan(phase: Phase, url: str, port: int, ca: Path, work: Path) -> list[list[s
                 size = int(10 ** rng.uniform(3.5, 7.7))
                 cmds.append(["curl", "-s", "-o", "/dev/null", "--cacert", str(ca), f"{url}/blob/{size}"])
             elif kind == "ws":
-                args = {"port": port, "ca": str(ca), "messages": rng.randint(5, 30), "seed": rng.randrange(10**6)}
+                args = {"port": port, "ca": str(ca), "messages": rng.randint(5, 30),
+                        "seed": rng.randrange(10**6)}
                 cmds.append([py, "-c", _PY_WS, json.dumps(args)])
     for source, names in phase.packages.items():
         for name in names:
@@ -258,9 +262,9 @@ def run_phase(phase: Phase, server: StreamServer, ca: Path, out_dir: Path, scale
     click.echo(f"{phase.name}: {len(cmds)} sessions (seed {phase.seed})", err=True)
     t0 = time.monotonic()
     pids: set[int] = set()
-    with Monitor(events, Path(tempfile.mkdtemp(prefix="busted-ml-rt-")) / "rt"):
-        with ThreadPoolExecutor(PARALLEL) as pool:
-            codes = list(pool.map(lambda cmd: _run(cmd, pids), cmds))
+    runtime_dir = Path(tempfile.mkdtemp(prefix="busted-ml-rt-")) / "rt"
+    with Monitor(events, runtime_dir), ThreadPoolExecutor(PARALLEL) as pool:
+        codes = list(pool.map(lambda cmd: _run(cmd, pids), cmds))
     failed = sum(1 for c in codes if c != 0)
     click.echo(f"{phase.name}: done in {time.monotonic() - t0:.0f} s, {failed} sessions failed", err=True)
     rows_path = out_dir / f"{phase.name}-rows.jsonl"

@@ -132,7 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
                 doc = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                     "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": tokens + 12}}
+                       "usage": {"prompt_tokens": 12, "completion_tokens": tokens,
+                                 "total_tokens": tokens + 12}}
             self._send(200, json.dumps(doc).encode())
             return
         self.send_response(200)
@@ -154,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
             n = rng.choice((1, 1, 1, 2, 3))
             pieces.append(" ".join(words[i : i + n]))
             i += n
-        for piece, gap in zip(pieces, _gaps(rng, rate / 1.5, len(pieces))):
+        for piece, gap in zip(pieces, _gaps(rng, rate / 1.5, len(pieces)), strict=True):
             time.sleep(gap)
             if anthropic:
                 data = {"type": "content_block_delta", "index": 0,
@@ -242,13 +243,14 @@ def ws_client(port: int, ca: Path, messages: int, seed: int) -> None:
         for _ in range(messages):
             msg = json.dumps({"op": "ping", "n": rng.random()}).encode()[:125]
             mask = bytes(rng.randrange(256) for _ in range(4))
-            s.sendall(bytes((0x81, 0x80 | len(msg))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(msg))
+            s.sendall(bytes((0x81, 0x80 | len(msg))) + mask + masked)
             end = time.monotonic() + 0.15
             while time.monotonic() < end:
                 s.settimeout(max(0.005, end - time.monotonic()))
                 try:
                     buf = s.recv(4096)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     break
                 if not buf:
                     return

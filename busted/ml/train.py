@@ -71,17 +71,18 @@ def boosting(seed: int):
 def scores(truth: list[str], guess: list[str], classes: list[str]) -> dict[str, Any]:
     """Precision and recall of each class, of "LLM stream vs the rest", and the confusion
     matrix (rows: truth, columns: guess)."""
-    out: dict[str, Any] = {"n": len(truth), "accuracy": _ratio(sum(t == g for t, g in zip(truth, guess)), len(truth))}
+    pairs = list(zip(truth, guess, strict=True))
+    out: dict[str, Any] = {"n": len(truth), "accuracy": _ratio(sum(t == g for t, g in pairs), len(truth))}
     per = {}
     for c in classes:
-        tp = sum(t == c and g == c for t, g in zip(truth, guess))
-        fp = sum(t != c and g == c for t, g in zip(truth, guess))
-        fn = sum(t == c and g != c for t, g in zip(truth, guess))
+        tp = sum(t == c and g == c for t, g in pairs)
+        fp = sum(t != c and g == c for t, g in pairs)
+        fn = sum(t == c and g != c for t, g in pairs)
         per[c] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "support": tp + fn}
     out["per_class"] = per
     out["llm_stream_vs_rest"] = per.get(LLM_STREAM, {"precision": 0.0, "recall": 0.0, "support": 0})
     out["confusion"] = {"classes": classes,
-                        "rows": [[sum(t == a and g == b for t, g in zip(truth, guess)) for b in classes]
+                        "rows": [[sum(t == a and g == b for t, g in pairs) for b in classes]
                                  for a in classes]}
     return out
 
@@ -90,7 +91,8 @@ def _ratio(a: int, b: int) -> float:
     return round(a / b, 4) if b else 0.0
 
 
-def train(rows: list[dict[str, Any]], seed: int = 0, sources: list[str] | None = None) -> tuple[Model, dict[str, Any]]:
+def train(rows: list[dict[str, Any]], seed: int = 0,
+          sources: list[str] | None = None) -> tuple[Model, dict[str, Any]]:
     """Fit the exported forest on every labelled row; compare with boosting on a
     held-back quarter first. Returns the model and the comparison."""
     import numpy as np
@@ -114,7 +116,7 @@ def train(rows: list[dict[str, Any]], seed: int = 0, sources: list[str] | None =
         fit_s = time.perf_counter() - t0
         comparison[name] = dict(scores(list(yb), list(est.predict(Xb)), classes), fit_s=round(fit_s, 3))
     final = forest(seed).fit(X, y)
-    importances = sorted(zip(FEATURES, (float(v) for v in final.feature_importances_)),
+    importances = sorted(zip(FEATURES, (float(v) for v in final.feature_importances_), strict=True),
                          key=lambda kv: -kv[1])
     card = {
         "model": f"RandomForestClassifier(n_estimators={N_TREES}, max_depth={MAX_DEPTH}, "

@@ -76,7 +76,8 @@ class Behaviour:
             self.stats["ml_verdicts_visible"] += 1
             if seen is not None and seen != ml_class:
                 self.stats["ml_disagreements"] += 1
-                event["ml_note"] = f"{note(ml_class, confidence)}; the classifier saw {labels.DESCRIPTION[seen]}"
+                event["ml_note"] = (f"{note(ml_class, confidence)}; "
+                                    f"the classifier saw {labels.DESCRIPTION[seen]}")
             return []
         event["ml_note"] = note(ml_class, confidence)
         if not event.get("provider"):  # for policies: is this a known provider's host?

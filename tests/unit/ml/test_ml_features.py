@@ -74,7 +74,7 @@ def test_the_vector_of_a_stream():
                "rx_bursts": 50, "burst_min": 150, "burst_max": 260, "burst_size": [0, 50, 0, 0],
                "first_rx_us": 800_000, "last_rx_us": 1_780_000, "gap_sum_us": 49 * 20_000,
                "gap_sq_us": 49 * 20_000 ** 2, "gap_max_us": 20_000, "pauses": 0}
-    v = dict(zip(FEATURES, vector(t_stats)))
+    v = dict(zip(FEATURES, vector(t_stats), strict=True))
     assert len(vector(t_stats)) == len(FEATURES)
     assert v["burst_mean"] == 180 and v["frac_medium"] == 1.0 and v["frac_small"] == 0.0
     assert v["ttfb_ms"] == 800 and v["duration_ms"] == 980

@@ -56,15 +56,19 @@ def test_the_model_separates_the_tiny_set(fitted):
     assert set(model.card["importance"]) == set(FEATURES)
 
 
+def _tree0(doc, **change):
+    return json.dumps(dict(doc, trees=[dict(doc["trees"][0], **change)]))
+
+
 @pytest.mark.parametrize("damage", [
     lambda doc: "not json at all {",
     lambda doc: json.dumps(dict(doc, version=99)),
     lambda doc: json.dumps(dict(doc, format="pickle")),
     lambda doc: json.dumps(dict(doc, features=doc["features"][:-1])),
     lambda doc: json.dumps(dict(doc, trees=[])),
-    lambda doc: json.dumps(dict(doc, trees=[dict(doc["trees"][0], left=[0] * len(doc["trees"][0]["left"]))])),
-    lambda doc: json.dumps(dict(doc, trees=[dict(doc["trees"][0], proba=[[0.5]] * len(doc["trees"][0]["left"]))])),
-    lambda doc: json.dumps(dict(doc, trees=[dict(doc["trees"][0], feature=["x"] * len(doc["trees"][0]["left"]))])),
+    lambda doc: _tree0(doc, left=[0] * len(doc["trees"][0]["left"])),  # a loop
+    lambda doc: _tree0(doc, proba=[[0.5]] * len(doc["trees"][0]["left"])),
+    lambda doc: _tree0(doc, feature=["x"] * len(doc["trees"][0]["left"])),
     lambda doc: json.dumps([1, 2, 3]),
 ])
 def test_a_broken_model_is_refused(fitted, tmp_path, damage, caplog):
