@@ -108,6 +108,10 @@ def _cap_checks(root: Path) -> list[Check]:
     caps = effective_caps(root)
     if caps is None or os.geteuid() != 0:
         return []  # unknown, or the root check already says what to do
+    # A kernel older than 5.8 has no CAP_BPF / CAP_PERFMON (CAP_SYS_ADMIN covers them).
+    last = _read(root / "proc/sys/kernel/cap_last_cap").strip()
+    if last.isdigit():
+        caps |= ~((1 << (int(last) + 1)) - 1)
     # A systemd unit (INVOCATION_ID is set for services) and a container drop them differently.
     where = ("add them to CapabilityBoundingSet= in the unit" if os.environ.get("INVOCATION_ID")
              else "run the container with --privileged or --cap-add them, or widen the "

@@ -90,3 +90,13 @@ def test_doctor_names_capabilities_a_unit_dropped(tmp_path, monkeypatch):
     assert "CapabilityBoundingSet=" in check.fix
     assert "CAP_SYS_PTRACE" in found.get("capabilities:optional").detail
     assert "ProtectKernelModules" in found.get("headers").fix
+
+
+def test_doctor_on_a_kernel_without_cap_bpf(tmp_path, monkeypatch):
+    """Before Linux 5.8 there is no CAP_BPF or CAP_PERFMON: full root is enough."""
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/self/status").write_text(f"CapEff:\t{(1 << 38) - 1:016x}\n")
+    (tmp_path / "proc/sys/kernel/cap_last_cap").write_text("37\n")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert features.probe(tmp_path).ok("capabilities")
