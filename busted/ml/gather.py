@@ -210,6 +210,13 @@ def _run(cmd: list[str], pids: set[int]) -> int:
         return -1
 
 
+def _private(path: Path):
+    """A new file only its owner can read (O_NOFOLLOW: never through a planted link)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 class Monitor:
     """``busted monitor --format json`` writing events to a file, until stopped."""
 
@@ -220,8 +227,9 @@ class Monitor:
                      "--runtime-dir", str(runtime_dir)]
 
     def __enter__(self) -> Monitor:
-        self.out_f = open(self.events, "wb")
-        self.err_f = open(self.err, "wb")
+        # the events carry every plaintext the monitor read on the host: root's eyes only
+        self.out_f = _private(self.events)
+        self.err_f = _private(self.err)
         self.proc = subprocess.Popen(self.argv, stdout=self.out_f, stderr=self.err_f)
         deadline = time.monotonic() + 120
         while b"capture ready" not in self.err.read_bytes():
