@@ -33,7 +33,7 @@ from typing import Any
 from busted import messages
 from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
 from busted.errors import BustedError, KernelError, PrivilegeError
-from busted.kernel import bpf_syscall, features, procstat, records, tls
+from busted.kernel import bpf_syscall, features, memtrim, procstat, records, tls
 from busted.kernel.blindspots import BlindSpots, socket_bytes_sent
 from busted.kernel.tls import openssl as libssl
 from busted.kernel.tracker import Tracker
@@ -250,6 +250,8 @@ class KernelSource:
         except (tls.ElfError, OSError) as exc:
             self.attach_errors.append(f"{path}: {exc}")
             return False
+        finally:
+            memtrim.trim_if_grown()  # reading a large executable peaks at tens of MB
         if not sites:
             return False
         pids = self.target_pids or (-1,)
