@@ -43,6 +43,7 @@ from busted.workers.runtime import (
     SupervisorLink,
     die_with_parent,
     drop_privileges,
+    quiet_garbage_collector,
     raise_stop,
 )
 from busted.workers.stage import Stage
@@ -87,7 +88,9 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
     ctx = zmq.Context()
     link = SupervisorLink(ctx, role, config)
     try:
-        LOOPS[role](ctx, config, link, role, parent_pid, seq_start).run()
+        loop = LOOPS[role](ctx, config, link, role, parent_pid, seq_start)
+        quiet_garbage_collector()
+        loop.run()
     except BustedError as exc:
         log.error("%s", exc)
         link.send(messages.fatal(str(exc)))
