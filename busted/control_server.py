@@ -1,7 +1,7 @@
 """The supervisor's socket: one ROUTER bound twice, and who may say what on it.
 
 - ``control.sock`` (root only): requests from ``busted status`` / ``busted stop``
-  (:mod:`busted.control` is the client side);
+  (:mod:`busted.control_client` is the client side);
 - ``pipe/supervisor.sock``: the workers' control messages (hello, heartbeats, bye,
   fatal), each worker using its role as ZeroMQ identity.
 

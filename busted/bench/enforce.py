@@ -357,12 +357,12 @@ def _run_with_monitor(bench: LoopBench, workdir: Path, name: str, config: str,
 def _live_hold_ms(monitor: MonitorRun) -> dict[str, Any]:
     """Capture's hold percentiles, asked while the monitor still runs: the final summary
     keeps only the counts of a worker that has exited, not its gauges."""
-    from busted import control
+    from busted import control_client
     from busted.config import HEARTBEAT_INTERVAL_S
 
     time.sleep(HEARTBEAT_INTERVAL_S + 0.2)  # a heartbeat that counts the last requests
     try:
-        status = control.request(monitor.runtime_dir, "status")
+        status = control_client.request(monitor.runtime_dir, "status")
     except BustedError:
         return {}
     capture = (status.get("workers") or {}).get("capture") or {}

@@ -27,7 +27,7 @@ import click
 import psutil
 import zmq
 
-from busted import control, schema
+from busted import control_client, schema
 from busted.bench.measure import percentile
 
 LATENCY_RATES = (1_000, 10_000, 50_000)
@@ -73,7 +73,7 @@ def _cpu_sampler(runtime_dir: Path, stop: threading.Event, out: dict[str, float]
     first: dict[str, float] = {}
     while not stop.is_set():
         try:
-            status = control.request(runtime_dir, "status", timeout_s=1)
+            status = control_client.request(runtime_dir, "status", timeout_s=1)
         except Exception:  # noqa: BLE001 - not up yet, or already gone
             time.sleep(0.1)
             continue

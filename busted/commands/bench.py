@@ -20,8 +20,9 @@ BENCHES: dict[str, tuple[str, str]] = {
                "Memory of the whole daemon (PSS), idle and at 1,000 events/s (root)."),
     "outputs": ("busted.bench.outputs:outputs",
                 "Events/s through each network sink, and recovery after a receiver outage."),
-    "classify": ("busted.bench.classify:classify", "Classifications/s of typical requests on one core."),
-    "policy": ("busted.bench.policy:policy", "Policy evaluations/s with the shipped policies."),
+    "classify": ("busted.bench.classify_throughput:classify",
+                 "Classifications/s of typical requests on one core."),
+    "policy": ("busted.bench.policy_throughput:policy", "Policy evaluations/s with the shipped policies."),
     "ui": ("busted_gui.bench:ui", "Dashboard frame rate at a given incoming event rate."),
 }
 

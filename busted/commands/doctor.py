@@ -129,11 +129,11 @@ def doctor(do_fix: bool, coverage: bool, as_json: bool, runtime_dir: str) -> int
 
 
 def _coverage(runtime_dir: Path, as_json: bool) -> int:
-    from busted import control
+    from busted import control_client
     from busted.kernel.tls import coverage
 
     try:
-        blind = control.request(runtime_dir, "status").get("blind") or []
+        blind = control_client.request(runtime_dir, "status").get("blind") or []
         monitor = f"the monitor at {runtime_dir}"
     except BustedError as exc:
         blind, monitor = [], ""

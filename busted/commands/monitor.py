@@ -25,7 +25,7 @@ from busted.rootfiles import check_private, write_private
 from busted.sinks import parse_spec
 from busted.sources import parse_source
 from busted.spool import MIN_MAX_BYTES as MIN_SPOOL_BYTES
-from busted.workers.output import new_run_id
+from busted.workers.output_worker import new_run_id
 
 log = logging.getLogger("busted.monitor")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from busted import control
+from busted import control_client
 from busted.config import DEFAULT_RUNTIME_DIR
 from busted.errors import ConnectError
 
@@ -23,7 +23,7 @@ runtime_dir_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the raw counters as JSON.")
 def status(runtime_dir: str, as_json: bool) -> int:
     """Show the running monitor's workers: pids, states, uptimes, restarts, counters."""
-    result = control.request(Path(runtime_dir), "status")
+    result = control_client.request(Path(runtime_dir), "status")
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -39,7 +39,7 @@ def status(runtime_dir: str, as_json: bool) -> int:
               help="Wait until the monitor has exited.")
 def stop(runtime_dir: str, wait: bool) -> int:
     """Stop the running monitor (the same orderly shutdown as Ctrl-C)."""
-    control.request(Path(runtime_dir), "stop")
+    control_client.request(Path(runtime_dir), "stop")
     if wait:
         sock = Path(runtime_dir) / "control.sock"
         deadline = time.monotonic() + 10

@@ -75,9 +75,9 @@ def ui(
     from busted_gui.app import run
 
     if demo:
-        from busted_gui.demo import DemoSource
+        from busted_gui.demo import DemoFeed
 
-        source = DemoSource(rate=demo_rate)
+        source = DemoFeed(rate=demo_rate)
         title = "Busted — demo"
     else:
         from busted_gui.stream import StreamClient, check_socket, ipc_path

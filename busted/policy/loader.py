@@ -44,7 +44,7 @@ _V1_KEYWORDS = frozenset({"if", "contains", "in", "every"})
 
 
 @dataclass(frozen=True)
-class Source:
+class PolicyText:
     """One policy source: a file's path (as given) or ``rule#N``, and its text."""
 
     name: str
@@ -231,7 +231,7 @@ def load(
 ) -> PolicySet:
     """Read and parse every source; raise :class:`PolicyLoadError` listing every problem."""
     problems: list[Problem] = []
-    sources: list[Source] = []
+    sources: list[PolicyText] = []
     data: dict[str, Any] = {}
     read: list[str] = []
     for raw in dirs:
@@ -254,19 +254,19 @@ def load(
         else:
             sources.append(_read_source(path, problems))
             read.append(str(path))
-    sources += [Source(f"rule#{i}", text) for i, text in enumerate(rules, 1)]
+    sources += [PolicyText(f"rule#{i}", text) for i, text in enumerate(rules, 1)]
     modules = load_sources([s for s in sources if s.name], problems)
     if problems:
         raise PolicyLoadError(problems)
     return PolicySet(tuple(modules), data, tuple(read))
 
 
-def _read_source(path: Path, problems: list[Problem]) -> Source:
+def _read_source(path: Path, problems: list[Problem]) -> PolicyText:
     try:
-        return Source(str(path), path.read_text(encoding="utf-8"))
+        return PolicyText(str(path), path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(str(path), 0, 0, f"cannot read: {exc}"))
-        return Source("", "")
+        return PolicyText("", "")
 
 
 def _merge_data_file(data: dict[str, Any], path: Path, problems: list[Problem]) -> None:
@@ -301,7 +301,7 @@ def _merge(into: dict[str, Any], doc: dict[str, Any], prefix: str = "") -> str:
     return ""
 
 
-def load_sources(sources: Sequence[Source], problems: list[Problem]) -> list[LoadedModule]:
+def load_sources(sources: Sequence[PolicyText], problems: list[Problem]) -> list[LoadedModule]:
     """Parse and rewrite each source, appending what is wrong to ``problems``."""
     modules: list[LoadedModule] = []
     counter = [0]
@@ -316,7 +316,7 @@ def load_sources(sources: Sequence[Source], problems: list[Problem]) -> list[Loa
 # --- one source ----------------------------------------------------------------------
 
 
-def _prepare(source: Source, counter: list[int]) -> LoadedModule:
+def _prepare(source: PolicyText, counter: list[int]) -> LoadedModule:
     ast, rego_v0 = _parse_either(source)
     package = _ref_path(ast["package"]["refr"])
     text = source.text
@@ -450,7 +450,7 @@ def _is_input(node: Any) -> bool:
     return isinstance(var, dict) and var.get("value") == "input"
 
 
-def _parse_either(source: Source) -> tuple[dict[str, Any], bool]:
+def _parse_either(source: PolicyText) -> tuple[dict[str, Any], bool]:
     """(syntax tree, is v0). Raises the error of the dialect the file is more likely in."""
     try:
         return parse(source.name, source.text, rego_v0=False), False
@@ -501,7 +501,7 @@ def _ref_path(node: dict[str, Any]) -> str:
     return json.dumps(node)[:40]
 
 
-def _rename_decisions(source: Source, ast: dict[str, Any], counter: list[int]) -> tuple[str, list[str]]:
+def _rename_decisions(source: PolicyText, ast: dict[str, Any], counter: list[int]) -> tuple[str, list[str]]:
     raw = bytearray(source.text.encode("utf-8"))
     names: list[str] = []
     for rule in ast["rules"]:
@@ -527,7 +527,7 @@ def _rename_decisions(source: Source, ast: dict[str, Any], counter: list[int]) -
     return raw.decode("utf-8"), names
 
 
-def _tests(source: Source, ast: dict[str, Any], package: str) -> list[TestRule]:
+def _tests(source: PolicyText, ast: dict[str, Any], package: str) -> list[TestRule]:
     raw = source.text.encode("utf-8")
     tests: dict[str, TestRule] = {}
     for rule in ast["rules"]:

@@ -17,7 +17,7 @@ from busted.config import MonitorConfig
 from busted.errors import UsageError
 
 
-class Source(Protocol):
+class EventSource(Protocol):
     """What the capture loop needs from a source."""
 
     #: True once a finite source (replay, synthetic with a count) has nothing more.
@@ -33,7 +33,7 @@ class Source(Protocol):
         """Apply a command sent back by a downstream worker (e.g. a verdict)."""
 
     def stats(self) -> dict[str, int]:
-        """Source-specific counters for `busted status` (e.g. {"lost": 0})."""
+        """The source's own counters for `busted status` (e.g. {"lost": 0})."""
 
     def close(self) -> None:
         """Detach and release everything."""
@@ -53,7 +53,7 @@ def parse_source(spec: str) -> tuple[str, str]:
     return kind, arg
 
 
-def open_source(config: MonitorConfig) -> Source:
+def open_source(config: MonitorConfig) -> EventSource:
     """Build the source named by ``config.source``."""
     kind, arg = parse_source(config.source)
     if kind == "synthetic":

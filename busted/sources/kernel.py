@@ -137,7 +137,7 @@ def dump_bpf(config: MonitorConfig) -> str:
 
 
 class KernelSource:
-    """Source protocol implementation over bcc (see busted.sources.Source)."""
+    """EventSource protocol implementation over bcc (see busted.sources.EventSource)."""
 
     exhausted = False
 

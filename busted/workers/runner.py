@@ -58,7 +58,7 @@ FRAMES_PER_WAKEUP = 256  # bound the work between two looks at the control socke
 def _capture_loop(ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
                   role: str, parent_pid: int, seq_start: int) -> Any:
     # Imported here: the stages never load what capture needs (bcc, enforcement).
-    from busted.workers.capture import CaptureLoop
+    from busted.workers.capture_worker import CaptureLoop
 
     return CaptureLoop(ctx, config, link, seq_start)
 
@@ -104,7 +104,7 @@ def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: in
 
 
 def load_stage(role: str, config: MonitorConfig) -> Stage:
-    module = importlib.import_module(f"busted.workers.{role}")
+    module = importlib.import_module(f"busted.workers.{role}_worker")
     return module.STAGE(config)
 
 

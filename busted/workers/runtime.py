@@ -1,7 +1,7 @@
 """What every worker process shares, whatever its role: the link to the supervisor,
 its counters, dying with the supervisor, and dropping root.
 
-Role loops (:mod:`busted.workers.runner`'s ``StageLoop``, :mod:`busted.workers.capture`'s
+Role loops (:mod:`busted.workers.runner`'s ``StageLoop``, :mod:`busted.workers.capture_worker`'s
 ``CaptureLoop``) import this module; it imports none of them, so the worker runtime has
 no import circle.
 """

@@ -46,7 +46,7 @@ KEY_PAGE_UP = 517
 KEY_PAGE_DOWN = 518
 
 
-class Source(Protocol):
+class EventFeed(Protocol):
     """What the dashboard needs from the live stream or the demo generator."""
 
     def start(self) -> None: ...
@@ -63,7 +63,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
 
     def __init__(
         self,
-        source: Source,
+        source: EventFeed,
         max_events: int = DEFAULT_MAX_EVENTS,
         title: str = "Busted",
         hooks: TestHooks | None = None,
@@ -534,7 +534,7 @@ class Dashboard(HeaderMixin, EventsViewMixin, SummaryViewsMixin):
 
 
 def run(
-    source: Source,
+    source: EventFeed,
     max_events: int = DEFAULT_MAX_EVENTS,
     title: str = "Busted",
     width: int = 1280,

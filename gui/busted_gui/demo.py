@@ -2,7 +2,7 @@
 
 The events come from :class:`busted.sources.synthetic.TrafficGenerator` — the same
 realistic generator behind ``busted monitor --source synthetic`` — complete with the
-policy decisions and identities the daemon's stages would add. :class:`DemoSource`
+policy decisions and identities the daemon's stages would add. :class:`DemoFeed`
 runs it on a thread at a given rate and looks to the dashboard exactly like the live
 stream (same inbox and status); :func:`demo_stats` plays the daemon's counters.
 """
@@ -57,7 +57,7 @@ def blind_spot(when: float) -> Event:
     }
 
 
-class DemoSource:
+class DemoFeed:
     """Runs a :class:`TrafficGenerator` on a thread; same interface as the live stream."""
 
     def __init__(self, rate: float = 40.0, seed: int = 7, inbox_size: int = 20_000) -> None:

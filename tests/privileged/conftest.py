@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from busted.workers.classify import ClassifyStage
+from busted.workers.classify_worker import ClassifyStage
 
 from .harness import fake_apis
 from .harness.clients import Clients

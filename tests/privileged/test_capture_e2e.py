@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from busted.workers.classify import ClassifyStage
+from busted.workers.classify_worker import ClassifyStage
 
 from .harness.clients import API_KEY, ClientResult
 from .harness.events import (

@@ -10,7 +10,7 @@ from classifier_corpus import fixture_bytes
 
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
-from busted.workers.classify import ClassifyStage
+from busted.workers.classify_worker import ClassifyStage
 
 
 def capture(data: bytes, direction: str = "write", conn: int = 1, **extra) -> dict:

@@ -9,8 +9,8 @@ from polling import wait_for
 
 from busted import schema
 from busted.config import MonitorConfig
-from busted.workers.classify import ClassifyStage
-from busted.workers.policy import PolicyStage
+from busted.workers.classify_worker import ClassifyStage
+from busted.workers.policy_worker import PolicyStage
 
 BERKO = """package busted
 import rego.v1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from busted.config import MonitorConfig
-from busted.workers.identity import IdentityStage
+from busted.workers.identity_worker import IdentityStage
 
 
 def _request(**kw):

@@ -11,7 +11,7 @@ import pytest
 
 from busted.config import MonitorConfig
 from busted.kube import PodIndex
-from busted.workers.identity import IdentityStage
+from busted.workers.identity_worker import IdentityStage
 
 CID = "a" * 64
 

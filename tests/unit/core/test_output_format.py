@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from busted.workers.output import iso_time, to_json_line, to_text
+from busted.workers.output_worker import iso_time, to_json_line, to_text
 
 REQUEST = {
     "event_type": "TLS_DATA_WRITE", "direction": "write", "timestamp": 1764106321.125,
@@ -46,7 +46,7 @@ def test_iso_time_changes_with_the_second():
 
 def test_gaps_are_counted_and_late_events_uncounted():
     from busted.config import MonitorConfig
-    from busted.workers.output import OutputStage
+    from busted.workers.output_worker import OutputStage
 
     stage = OutputStage(MonitorConfig(format="none"))
     stage.setup()

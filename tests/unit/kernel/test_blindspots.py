@@ -226,7 +226,7 @@ def test_text_output_and_status_table_show_the_blind_program():
     from rich.console import Console
 
     from busted.report import blind_table
-    from busted.workers.output import to_text
+    from busted.workers.output_worker import to_text
 
     event = {"event_type": "BLIND_SPOT", "timestamp": 0.0, "pid": 5,
              "process_name": "gnutls-cli", "exe": "/usr/bin/gnutls-cli",

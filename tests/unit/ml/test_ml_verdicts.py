@@ -80,7 +80,7 @@ def test_a_known_provider_host_is_named_for_policies(model):
 
 def test_classify_takes_batches_with_exchanges_and_blind_spots():
     from busted.config import MonitorConfig
-    from busted.workers.classify import ClassifyStage
+    from busted.workers.classify_worker import ClassifyStage
 
     stage = ClassifyStage(MonitorConfig())
     assert stage.wants(schema.encode_batch([exchange_event({})]))

@@ -12,7 +12,7 @@ from busted.config import MonitorConfig
 from busted.errors import PolicyError
 from busted.policy.reload import POLL_INTERVAL_S
 from busted.policy.samples import SHIPPED_CASES, shipped_events
-from busted.workers.policy import STAGE, PolicyStage
+from busted.workers.policy_worker import STAGE, PolicyStage
 
 
 def stage(**config) -> PolicyStage:

@@ -1,6 +1,6 @@
 """`busted bench policy`: policy evaluations/s through the policy worker's own code.
 
-Events go through :meth:`busted.workers.policy.PolicyStage.process` in batches of 64,
+Events go through :meth:`busted.workers.policy_worker.PolicyStage.process` in batches of 64,
 exactly as in the worker (input document, engine, precedence, event fields), with
 every policy of the directory loaded (by default the shipped ``policies/``). Events
 are the realistic samples of :mod:`busted.policy.samples`, each copy made unique
@@ -106,7 +106,7 @@ def policy(dirs: tuple[str, ...], seconds: float, engine: str, no_cache: bool,
     The goal is 20,000 evaluations/s or more with every shipped policy loaded.
     """
     from busted.policy.reload import LivePolicy
-    from busted.workers.policy import PolicyStage
+    from busted.workers.policy_worker import PolicyStage
 
     paths = tuple(Path(d).absolute() for d in dirs) or (SHIPPED_DIR,)
     for path in paths:

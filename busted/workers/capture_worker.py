@@ -27,7 +27,7 @@ from busted.enforce.hooks import HoldHooks
 from busted.errors import UsageError
 from busted.kernel import memtrim
 from busted.rundir import RuntimeDir
-from busted.sources import Source, open_source
+from busted.sources import EventSource, open_source
 from busted.workers.runtime import Counters, SupervisorLink
 
 log = logging.getLogger("busted.capture")
@@ -37,7 +37,7 @@ IDLE_POLL_S = 0.05  # longest wait for the source when nothing is pending
 
 class CaptureLoop:
     def __init__(self, ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
-                 seq_start: int, source: Source | None = None) -> None:
+                 seq_start: int, source: EventSource | None = None) -> None:
         self.config = config
         self.link = link
         self.seq = seq_start
@@ -163,7 +163,7 @@ class CaptureLoop:
         return report
 
 
-def _make_enforcer(config: MonitorConfig, source: Source) -> Enforcer:
+def _make_enforcer(config: MonitorConfig, source: EventSource) -> Enforcer:
     """The enforcer with its kernel parts: the connect blocker (report-only in a dry
     run) and, when writes are held, the watchdog that outlives this worker."""
     from busted.enforce.connect_blocker import ConnectBlocker
