@@ -80,8 +80,9 @@ def test_monitor_captures_under_the_units_restrictions(unit, tmp_path):
         def ready():
             assert proc.poll() is None, "the sandboxed monitor exited:\n" + "".join(stderr[-40:])
             return any("capture ready" in line for line in stderr)
+        # (No check of bcc's "cannot attach" lines: a process that exits while its files
+        # are being probed makes one, sandbox or not. The capture below is the check.)
         wait_for(ready, timeout=240, what="the sandboxed monitor to be ready")
-        assert not [line for line in stderr if "cannot attach" in line], "".join(stderr[-40:])
 
         with tls_echo_server(tmp_path) as port:
             mark = f"sandbox-{uuid.uuid4().hex}"
