@@ -3,10 +3,10 @@ socket send/recv tracepoint programs (bpf/connections.bpf.c), measured with the 
 per-program counters while a loopback TCP client does ROUNDS request/response round
 trips (each a send and a recv on a tracked socket, and a REC_EXCHANGE per round trip).
 
-    sudo .venv/bin/python bench/exchange_cost.py
+    sudo .venv/bin/python -m busted.bench.exchange_cost
     # the tree before the change, for comparison:
     git archive e21e131~1 | tar -x -C /tmp/before
-    sudo PYTHONPATH=/tmp/before .venv/bin/python bench/exchange_cost.py
+    sudo PYTHONPATH=/tmp/before .venv/bin/python busted/bench/exchange_cost.py
 
 Runs are host-wide (anyone's socket calls run the same programs); ns per run is what
 matters. Needs root.

@@ -11,8 +11,8 @@ lengths and chunk sizes, protocol tokens (HTTP/2 preface and frame headers, SSE
 Reports the number of inputs, exceptions (saved to ``--crash-dir`` for replay), and the
 CPU time per input (mean, p99.9, max, with the slowest input saved too).
 
-    .venv/bin/python bench/fuzz_classifier.py --count 1000000
-    .venv/bin/python bench/fuzz_classifier.py --count 20000 --seed 7 --json
+    .venv/bin/python tests/fuzz/fuzz_classifier.py --count 1000000
+    .venv/bin/python tests/fuzz/fuzz_classifier.py --count 20000 --seed 7 --json
 """
 
 # ruff: noqa: E501  (token tables read best one per line)
@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from busted.classifier import classify_unguarded, context_for  # noqa: E402
