@@ -195,6 +195,15 @@ class KernelSource:
                 "TLS plaintext capture needs.",
                 "Use a kernel with CONFIG_UPROBE_EVENTS=y.",
             )
+        caps = found.get("capabilities")
+        if caps is not None and not caps.ok:
+            # Without them the programs load but attach nowhere (or the workers cannot
+            # reach their sockets): say so instead of reporting ready and seeing nothing.
+            raise PrivilegeError(
+                f"This process runs as root but without capabilities capture needs: "
+                f"{caps.detail}.",
+                f"{caps.fix[0].upper()}{caps.fix[1:]}; `busted doctor` shows what is missing.",
+            )
 
     def start(self) -> None:
         self._preflight()
