@@ -7,7 +7,17 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-render() { sed "s#@PREFIX@#$repo#g" "$repo/deploy/systemd/busted.service.in" > "$1"; }
+# A checkout under /tmp or /var/tmp would vanish behind the unit's private /tmp: that
+# unit keeps the host's /tmp (and says why); move the checkout to keep PrivateTmp=yes.
+private_tmp=yes
+case "$repo/" in /tmp/*|/var/tmp/*)
+    private_tmp=no
+    echo "note: $repo is under a temporary directory, so the unit keeps the host's /tmp (PrivateTmp=no)" >&2;;
+esac
+render() {
+    sed -e "s#@PREFIX@#$repo#g" -e "s#^PrivateTmp=yes\$#PrivateTmp=$private_tmp#" \
+        "$repo/deploy/systemd/busted.service.in" > "$1"
+}
 
 if [ "${1:-}" = "--render-only" ]; then render "$2"; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then echo "install-service needs root: sudo make install-service" >&2; exit 1; fi

@@ -8,7 +8,7 @@ hardening settings do, with the same kernel mechanisms, to one command
   ``ProtectControlGroups=``: every mount read-only (run inside ``unshare --mount``),
   except the given writable paths (``ReadWritePaths=``, ``StateDirectory=``,
   ``LogsDirectory=``) bound read-write, and ``/proc`` (its ``sys`` read-only);
-- ``PrivateTmp=``: fresh tmpfs on ``/tmp`` and ``/var/tmp``;
+- ``PrivateTmp=yes``: fresh tmpfs on ``/tmp`` and ``/var/tmp``;
 - ``SystemCallFilter=`` (groups expanded by ``systemd-analyze syscall-filter``),
   ``SystemCallErrorNumber=``, ``RestrictAddressFamilies=``: a seccomp filter (libseccomp);
 - ``MemoryDenyWriteExecute=``: ``prctl(PR_SET_MDWE)``, inherited by every child;
@@ -43,7 +43,7 @@ def unit_settings(path: str) -> dict[str, list[str]]:
     return out
 
 
-def read_only_everything(writable: list[str]) -> None:
+def read_only_everything(writable: list[str], private_tmp: bool) -> None:
     for path in writable:  # systemd makes StateDirectory= and LogsDirectory= first
         os.makedirs(path, mode=0o750, exist_ok=True)
     mounts = sorted({line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()})
@@ -53,7 +53,7 @@ def read_only_everything(writable: list[str]) -> None:
         subprocess.run(["mount", "-o", "remount,bind,ro", point], capture_output=True)
     subprocess.run(["mount", "--bind", "/proc/sys", "/proc/sys"], check=True)
     subprocess.run(["mount", "-o", "remount,bind,ro", "/proc/sys"], check=True)
-    for tmp in ("/tmp", "/var/tmp"):
+    for tmp in ("/tmp", "/var/tmp") if private_tmp else ():
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", tmp], check=True)
     for path in writable:
         subprocess.run(["mount", "--bind", path, path], check=True)
@@ -109,7 +109,7 @@ def main(argv: list[str]) -> None:
     split = argv.index("--")
     unit, writable, command = argv[0], argv[1:split], argv[split + 1:]
     settings = unit_settings(unit)
-    read_only_everything(writable)
+    read_only_everything(writable, settings.get("PrivateTmp") == ["yes"])
     caps = ",".join("+" + c.lower().removeprefix("cap_")
                     for c in settings["CapabilityBoundingSet"][0].split())
     setpriv = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set=-all,{caps}"]
