@@ -55,7 +55,10 @@ def _role(proc) -> str:
     except Exception:  # noqa: BLE001 - gone meanwhile
         return "?"
     title = " ".join(cmdline)
-    return title.split("busted: ", 1)[1].split()[0] if title.startswith("busted: ") else "supervisor"
+    if title.startswith("busted: "):
+        return title.split("busted: ", 1)[1].split()[0]
+    # multiprocessing's spawn start method runs one helper process beside the workers
+    return "mp-tracker" if "resource_tracker" in title else "supervisor"
 
 
 def snapshot(root_pid: int) -> dict[str, Any]:
