@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fake_kubeconfig import write_kubeconfig
 from polling import wait_for
 
 from busted.kube import PodIndex
@@ -108,21 +109,8 @@ class FakeApi:
 @pytest.fixture
 def api(tmp_path):
     fake = FakeApi()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {{server: "http://127.0.0.1:{fake.server.server_port}"}}
-contexts:
-- name: fake
-  context: {{cluster: fake, user: u}}
-current-context: fake
-users:
-- name: u
-  user: {{token: not-a-real-token}}
-""")
-    fake.kubeconfig = str(kubeconfig)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.server.server_port)
+    fake.kubeconfig = kubeconfig
     yield fake
     while not fake.watches.empty():  # let open streams end so the server can stop
         fake.watches.get().put(CLOSE)

@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from fake_kubeconfig import write_kubeconfig
 
 from busted.config import MonitorConfig
 from busted.kube import PodIndex
@@ -52,21 +53,8 @@ def api_server(tmp_path):
 
     server = HTTPServer(("127.0.0.1", 0), Api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {{server: "http://127.0.0.1:{server.server_port}"}}
-contexts:
-- name: fake
-  context: {{cluster: fake, user: u}}
-current-context: fake
-users:
-- name: u
-  user: {{token: not-a-real-token}}
-""")
-    yield str(kubeconfig), seen
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.server_port)
+    yield kubeconfig, seen
     server.shutdown()
 
 
