@@ -60,7 +60,7 @@ DECISIONS = ("allow", "audit", "deny")
 ENFORCEMENT_CONTEXT = (
     "process_name", "uid", "conn_id", "sni", "dst_ip", "dst_port", "llm_provider",
     "llm_model", "content_class", "policy_reasons", "identity_id", "container_id",
-    "pod_name", "pod_namespace",
+    "pod_name", "pod_namespace", "pod_workload",
 )
 
 
@@ -85,6 +85,7 @@ class ProcessedEvent(TypedDict, total=False):
     container_id: str
     pod_name: str
     pod_namespace: str
+    pod_workload: str  # the Deployment / StatefulSet / DaemonSet / Job the pod belongs to
     pod_service_account: str
     # --- connection ---------------------------------------------------------------
     src_ip: str
@@ -165,6 +166,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "container_id": "",
     "pod_name": "",
     "pod_namespace": "",
+    "pod_workload": "",
     "pod_service_account": "",
     "src_ip": "",
     "src_port": 0,

@@ -74,6 +74,7 @@ class IdentityStage(Stage):
             return ""
         event["pod_name"] = info.name
         event["pod_namespace"] = info.namespace
+        event["pod_workload"] = info.workload
         event["pod_service_account"] = info.service_account
         return f"{info.namespace}/{info.workload}"
 

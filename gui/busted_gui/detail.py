@@ -100,6 +100,7 @@ def sections(event: Event) -> list[Section]:
         ("uid", str(g("uid")) if g("uid") is not None else ""),
         ("container", (g("container_id") or "")[:12]),
         ("pod", "/".join(x for x in (g("pod_namespace"), g("pod_name")) if x)),
+        ("workload", g("pod_workload")),
         ("cgroup", str(g("cgroup_id") or "")),
     ):
         if value:

@@ -93,5 +93,6 @@ def test_identity_names_the_workload_for_every_replica(api_server):
         stage.close()
     assert event["pod_name"] == "summarizer-7d9f8b6c5d-x2x9z"
     assert event["pod_namespace"] == "agents" and event["pod_service_account"] == "agent-sa"
+    assert event["pod_workload"] == "summarizer"  # the Deployment, not its ReplicaSet
     assert "(pod agents/summarizer-7d9f8b6c5d-x2x9z)" in event["identity_narrative"]
     assert event["identity_confidence"] == 1.0
