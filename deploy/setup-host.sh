@@ -23,7 +23,7 @@ packages=(
     curl openssl iproute2 util-linux procps dnsutils   # test clients and namespaces
     nodejs                                          # a client that embeds OpenSSL
     rsyslog rsyslog-gnutls                          # a real syslog receiver (TCP, TLS) for the sink tests
-    gnutls-bin                                      # gnutls-cli: a TLS client busted cannot read
+    gnutls-bin wget                                 # gnutls-cli, wget (GnuTLS): TLS clients busted cannot read
     golang-go                                       # Go 1.19: test clients with crypto/tls
     systemd python3-seccomp                         # systemd-analyze; the unit's seccomp filter applied in tests/privileged/test_systemd_sandbox.py
     podman runc debootstrap podman-compose          # the container image and compose file, built and run by tests/privileged/test_container.py
