@@ -7,8 +7,9 @@ classify worker (never in capture).
 - On a visible connection the classifier's label stands; the model's guess is added
   and, where the two disagree, counted (``ml_disagreements``) and noted: that is how
   drift of the model shows.
-- A ``BLIND_SPOT`` of a connection carries the latest verdict on it; when the verdict
-  comes after the blind spot was reported, the blind spot is repeated once with it.
+- A ``BLIND_SPOT`` of a connection carries the latest verdict on it; when a verdict
+  comes after the blind spot was reported, the blind spot is repeated with it, once per
+  stronger class (http, then an LLM stream: small exchanges before the answer come first).
 
 A missing or broken model means no verdicts (one log line at start), nothing else.
 Memory is bounded: two LRU tables of connections.
@@ -88,9 +89,12 @@ class Behaviour:
         key = (event.get("pid", 0), event.get("conn_id", 0))
         self._verdicts[key] = (ml_class, confidence)
         blind = self._blind.get(key)
-        if blind is None or key in self._repeated:
+        told = self._repeated.get(key)
+        # Said again once per stronger verdict, not per exchange: a TLS stack's small
+        # exchanges before the answer (session tickets) are judged http first.
+        if blind is None or (told is not None and labels.RANK[ml_class] <= labels.RANK[told]):
             return []
-        self._repeated[key] = True
+        self._repeated[key] = ml_class
         again = dict(blind, seq=event.get("seq", blind.get("seq", 0)),
                      timestamp=event.get("timestamp", blind.get("timestamp")))
         self._annotate(again, ml_class, confidence)
@@ -99,12 +103,11 @@ class Behaviour:
     def blind_spot(self, event: Event) -> None:
         """A BLIND_SPOT passing by: give it the connection's verdict, or remember it."""
         key = (event.get("pid", 0), event.get("conn_id", 0))
+        self._blind[key] = dict(event)  # a stronger verdict later repeats it
         verdict = self._verdicts.get(key)
         if verdict is not None:
-            self._repeated[key] = True
+            self._repeated[key] = verdict[0]
             self._annotate(event, *verdict)
-        else:
-            self._blind[key] = dict(event)
 
     @staticmethod
     def _annotate(event: Event, ml_class: str, confidence: float) -> None:

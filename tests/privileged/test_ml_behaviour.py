@@ -84,3 +84,46 @@ def test_a_rest_loop_is_not_a_stream(monitor, server):
     events = verdicts(monitor, proc, answers=10, answer_bytes=100)
     assert all(e["ml_class"] != "llm_stream" for e in events), [
         (e["ml_class"], e["ml_confidence"]) for e in events]
+
+
+def test_a_blind_spot_says_what_the_connection_behaves_like(monitor, server):
+    """gnutls-cli (GnuTLS: not read) with SNI api.openai.com sends a request and reads a
+    streamed answer: the BLIND_SPOT for its connection comes (again, once the exchange is
+    judged) with the model's verdict, "behaves like an LLM stream (...)"."""
+    if shutil.which("gnutls-cli") is None:
+        pytest.fail("gnutls-cli is missing: apt-get install -y gnutls-bin")
+    # more than the blind-spot rule's 512 bytes after the hello: a request went out
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [
+        {"role": "user", "content": "a haiku about eBPF " + "and uprobes " * 80}]})
+    request = ("POST /v1/chat/completions HTTP/1.1\r\nhost: api.openai.com\r\n"
+               "content-type: application/json\r\nx-busted-rate: 30\r\nx-busted-ttfb: 0.6\r\n"
+               "x-busted-tokens: 90\r\nx-busted-seed: 5\r\n"
+               f"content-length: {len(body)}\r\n\r\n{body}")
+    proc = subprocess.Popen(
+        ["gnutls-cli", f"--x509cafile={server.ca}", "--verify-hostname=localhost",
+         "--sni-hostname=api.openai.com", "-p", str(server.port), "127.0.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(request.encode())
+        proc.stdin.flush()
+        answer = b""
+        # the whole answer (the server ends it within seconds), then close: the
+        # exchange ends and is judged
+        while b"[DONE]" not in answer:
+            line = proc.stdout.readline()
+            assert line, f"gnutls-cli ended before the answer did: {answer[-500:]!r}"
+            answer += line
+        proc.stdin.close()
+        proc.wait(TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    def stream_blind_spot(events: list[dict]) -> dict | None:
+        return next((e for e in events if e.get("event_type") == "BLIND_SPOT"
+                     and e.get("ml_class") == "llm_stream"), None)
+
+    event = monitor.events.wait_until(stream_blind_spot, timeout=TIMEOUT, pid=proc.pid,
+                                      what="a BLIND_SPOT saying the connection behaves like an LLM stream")
+    assert event.get("sni") == "api.openai.com", event
+    assert event["ml_note"].startswith("behaves like an LLM stream ("), event

@@ -42,6 +42,19 @@ def test_a_blind_stream_is_named_and_its_blind_spot_repeated(model):
     assert stats["ml_verdicts_blind"] == 2
 
 
+def test_a_blind_spot_is_repeated_when_a_stronger_verdict_comes(model):
+    b = Behaviour(Counter(), model)
+    blind = {"event_type": "BLIND_SPOT", "pid": PID, "conn_id": CONN}
+    b.blind_spot(blind)
+    small = exchange_event(rest_exchange(random.Random(5)))
+    first = b.exchange(small)  # e.g. session tickets before the answer: not a stream
+    assert [e["ml_class"] for e in first] == [small["ml_class"]] and small["ml_class"] != "llm_stream"
+    [again] = b.exchange(exchange_event(stream_exchange(random.Random(6))))
+    assert again["ml_class"] == "llm_stream"
+    assert b.exchange(exchange_event(stream_exchange(random.Random(7)))) == []
+    assert b.exchange(small | {"seq": 12}) == []  # never back to a weaker verdict
+
+
 def test_a_blind_spot_after_the_verdict_carries_it(model):
     b = Behaviour(Counter(), model)
     b.exchange(exchange_event(stream_exchange(random.Random(3))))
