@@ -120,8 +120,9 @@ def _first_line(text: str) -> str:
 
 
 def _fatal(exc: BaseException) -> bool:
-    """Exceptions we must never swallow while catching engine panics."""
-    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+    """Exceptions we must never swallow while catching engine panics (pyo3's
+    PanicException is a BaseException): Ctrl-C, exit, and a worker told to stop."""
+    return not isinstance(exc, Exception) and type(exc).__name__ != "PanicException"
 
 
 def parse(name: str, text: str, rego_v0: bool) -> dict[str, Any]:

@@ -28,8 +28,12 @@ UNPRIVILEGED_ROLES = ("classify", "identity", "policy")
 _PR_SET_PDEATHSIG = 1
 
 
-class StopWorker(Exception):
-    """Raised by the SIGTERM handler: stop now, flushing what can be flushed."""
+class StopWorker(BaseException):
+    """Raised by the SIGTERM handler: stop now, flushing what can be flushed.
+
+    A BaseException, like KeyboardInterrupt: the stages' ``except Exception`` guards
+    (one bad event never stops a worker) must not swallow it. When they did, a worker
+    whose supervisor was killed went on forever: the parent-death signal comes once."""
 
 
 def raise_stop(signum: int, frame: Any) -> None:
