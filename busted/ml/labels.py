@@ -10,7 +10,7 @@ Exchanges of connections with no classified message are ``unknown`` (not trained
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 from busted.ml.features import FEATURES, judgeable, vector
@@ -38,10 +38,11 @@ def label_of(event: dict[str, Any]) -> str:
 
 
 class Labeller:
-    """Remembers the label of each visible connection, keyed (pid, conn_id)."""
+    """Remembers the label of each visible connection, keyed (pid, conn_id): in a dict
+    offline, in a bounded table (an LRU) in the daemon."""
 
-    def __init__(self) -> None:
-        self.labels: dict[tuple[int, int], str] = {}
+    def __init__(self, table: MutableMapping[tuple[int, int], str] | None = None) -> None:
+        self.labels: MutableMapping[tuple[int, int], str] = {} if table is None else table
 
     def see(self, event: dict[str, Any]) -> None:
         label = label_of(event)

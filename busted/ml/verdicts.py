@@ -43,19 +43,14 @@ class Behaviour:
             model = None if choice == "off" else load_or_none(choice or DEFAULT_PATH)
         self.model: Model | None = model  # type: ignore[assignment]
         self.stats = stats
-        self._visible: Lru = Lru(MAX_CONNECTIONS)  # (pid, plaintext conn_id) -> label
+        self._visible = labels.Labeller(Lru(MAX_CONNECTIONS))  # what the classifier saw
         self._verdicts: Lru = Lru(MAX_CONNECTIONS)  # (pid, tcp conn_id) -> (class, p)
         self._blind: Lru = Lru(MAX_CONNECTIONS)  # (pid, tcp conn_id) -> its BLIND_SPOT
         self._repeated: Lru = Lru(MAX_CONNECTIONS)
 
     def message(self, event: Event) -> None:
         """A classified message: remember what its connection carries."""
-        label = labels.label_of(event)
-        if label == labels.UNKNOWN:
-            return
-        key = (event.get("pid", 0), event.get("conn_id", 0))
-        if labels.RANK[label] > labels.RANK.get(self._visible.get(key, labels.UNKNOWN), 0):
-            self._visible[key] = label
+        self._visible.see(event)
 
     def exchange(self, event: Event) -> list[Event]:
         """Judge an exchange in place; returns a repeated BLIND_SPOT when one is due."""
@@ -71,11 +66,10 @@ class Behaviour:
         confidence = round(confidence, 4)
         event["ml_class"], event["ml_confidence"] = ml_class, confidence
         self.stats["ml_verdicts"] += 1
-        plain = event.get("plaintext_conn_id") or 0
-        seen = self._visible.get((event.get("pid", 0), plain)) if plain else None
-        if plain:
+        if event.get("plaintext_conn_id"):
+            seen = self._visible.label(event)
             self.stats["ml_verdicts_visible"] += 1
-            if seen is not None and seen != ml_class:
+            if seen != labels.UNKNOWN and seen != ml_class:
                 self.stats["ml_disagreements"] += 1
                 event["ml_note"] = (f"{note(ml_class, confidence)}; "
                                     f"the classifier saw {labels.DESCRIPTION[seen]}")
