@@ -53,19 +53,11 @@ class Target:
             self.log = self.rsyslog.out["tcp" if kind == "syslog-tcp" else "tls"]
             self._seen: set[str] = set()
             self._lines = 0
-            self._offset = 0
+            self._new_lines = NewLines(self.log)
 
     def _read_log(self) -> None:
         """rsyslog's new complete lines since the last look."""
-        try:
-            with self.log.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for line in data[:end].splitlines():
+        for line in self._new_lines().splitlines():
             self._lines += 1
             start = line.find(b'event_id="') + 10
             if start >= 10:
@@ -142,24 +134,35 @@ def _wait(condition, timeout: float, what: str, proc: subprocess.Popen) -> float
     return time.monotonic()
 
 
-class LineCount:
-    """Lines of a growing file, reading only what was added since the last call (the
-    truth file reaches 100+ MB: re-reading it would steal the CPU being measured)."""
+class NewLines:
+    """The complete lines a growing file gained since the last call, reading only those
+    (the truth file reaches 100+ MB: re-reading it would steal the CPU being measured)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
-        self.lines = 0
 
-    def __call__(self) -> int:
+    def __call__(self) -> bytes:
         try:
             with self.path.open("rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
-            return 0
-        self.offset += len(data)
-        self.lines += data.count(b"\n")
+            return b""
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self.offset += end
+        return data[:end]
+
+
+class LineCount:
+    """How many complete lines a growing file holds, counted incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.new_lines = NewLines(path)
+        self.lines = 0
+
+    def __call__(self) -> int:
+        self.lines += self.new_lines().count(b"\n")
         return self.lines
 
 
