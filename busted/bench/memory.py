@@ -19,15 +19,7 @@ from typing import Any
 
 import click
 
-from busted.bench.measure import (
-    MonitorRun,
-    finish,
-    load_average,
-    make_workdir,
-    monitor_running,
-    progress,
-    require_root,
-)
+from busted.bench.measure import BenchRun, MonitorRun, make_workdir, monitor_running
 
 SETTLE_S = 3.0  # after `ready`: the workers' first heartbeats and rescans are done
 EVENTS_PER_REQUEST = 4  # client write + read, server read + write (both ends traced)
@@ -132,9 +124,8 @@ def memory(rate: int, duration: float, as_json: bool) -> int:
     idle and at about --rate events/s from a loopback TLS client (root)."""
     from busted.bench.probes import Bench
 
-    require_root("memory")
-    say = progress(as_json)
-    load_start = load_average()
+    run = BenchRun("memory", as_json)
+    say = run.say
     workdir = make_workdir()
     bench = Bench(workdir, calls=0, duration=duration, agent_duration=0, say=say)
     # A request and its answer take ~0.5 ms on loopback; the pause sets the rate.
@@ -159,7 +150,7 @@ def memory(rate: int, duration: float, as_json: bool) -> int:
                  "published_events_per_s": round(watch.events / max(watch.seconds, 1e-6)),
                  "requests_per_s": round(result.get("requests_per_s", 0))},
     }
-    return finish(report, "memory", load_start, as_json, _print)
+    return run.finish(report, _print)
 
 
 def _print(report: dict[str, Any]) -> None:
