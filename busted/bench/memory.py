@@ -49,7 +49,10 @@ def _role(proc) -> str:
     title = " ".join(cmdline)
     if title.startswith("busted: "):
         return title.split("busted: ", 1)[1].split()[0]
-    # multiprocessing's spawn start method runs one helper process beside the workers
+    # multiprocessing's helpers beside the workers: the fork server they are forked
+    # from, and the resource tracker it always starts with it
+    if "multiprocessing.forkserver" in title:
+        return "fork-server"
     return "mp-tracker" if "resource_tracker" in title else "supervisor"
 
 

@@ -45,6 +45,7 @@ from busted.workers.runtime import (
     drop_privileges,
     quiet_garbage_collector,
     raise_stop,
+    worker_parent,
 )
 from busted.workers.stage import Stage
 
@@ -72,9 +73,13 @@ def _stage_loop(ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
 LOOPS = {role: _stage_loop for role in ROLES} | {"capture": _capture_loop}
 
 
-def worker_main(role: str, config: MonitorConfig, parent_pid: int, seq_start: int = 0) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+def worker_main(role: str, config: MonitorConfig, supervisor_pid: int,
+                seq_start: int = 0) -> None:
+    """Entry point of a worker process (forked by the supervisor's fork server)."""
     set_process_name(role)  # `busted: capture` in ps, not python3 -c from multiprocessing...
+    parent_pid = worker_parent(supervisor_pid)
+    if parent_pid is None:  # the supervisor and its fork server are gone already
+        sys.exit(0)
     die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -40,8 +40,29 @@ def raise_stop(signum: int, frame: Any) -> None:
     raise StopWorker()
 
 
+def worker_parent(supervisor_pid: int) -> int | None:
+    """The process whose death must end this worker: its parent, which is the
+    supervisor's fork server (or the supervisor itself, had it started the worker
+    directly). None when that parent is already gone (this worker was adopted by
+    another process): the worker must not start then."""
+    parent = os.getppid()
+    if parent == supervisor_pid or _parent_of(parent) == supervisor_pid:
+        return parent
+    return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # "PID (comm) STATE PPID ...": the name may hold spaces and parentheses.
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel send us SIGTERM if the supervisor dies, so no worker is orphaned."""
+    """Have the kernel send us SIGTERM when our parent dies (the fork server, which dies
+    with the supervisor), so no worker is orphaned."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
