@@ -258,7 +258,6 @@ def monitor(**opts) -> int:
             "`busted monitor --source synthetic --runtime-dir /tmp/bx`.",
         )
 
-    from busted.report import print_summary
     from busted.supervisor import Supervisor
 
     supervisor = Supervisor(config)
@@ -271,6 +270,9 @@ def monitor(**opts) -> int:
              config.runtime_dir, config.source)
     status = supervisor.run()
     final = supervisor.status()
+    # Imported only now: rich is 1.4 MB the supervisor would hold all its life for this.
+    from busted.report import print_summary
+
     print_summary(final)
     if os.environ.get("BUSTED_SUMMARY_JSON"):
         # Machine-readable summary for benchmarks and tests (written as root: no symlinks).
