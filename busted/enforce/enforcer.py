@@ -56,6 +56,10 @@ HOST_LOCK = "/run/lock/busted-enforce.lock"
 _LATENCY_WINDOW = 4096  # recent hold latencies kept for the p50/p99 in `busted status`
 SWEEP_EVERY_S = 0.1
 SWEEP_GRACE_S = 0.05
+# The watchdog hears of a hold after its event has left for classify, and of its end
+# with the next hold or at most this much later (well within its grace after a
+# deadline, busted.enforce.watchdog.GRACE_S): one wake-up of it per hold, off the path.
+WATCHDOG_DONE_DELAY_S = 0.01
 
 
 @dataclass(slots=True)
@@ -96,6 +100,8 @@ class Enforcer:
         # Called at start with the fds of the kernel's held_pids and hold_switch maps (or -1).
         self.watchdog_factory = watchdog_factory
         self._next_sweep = 0.0
+        self._dog_since: float | None = None  # when the oldest line not yet flushed was made
+        self._dog_hold = False  # a hold among them
         self.protected = protected | {0, 1, os.getpid(), os.getppid()}
         self.lock_path = HOST_LOCK
         self._lock = -1
@@ -182,15 +188,22 @@ class Enforcer:
                 pass
         if self.watchdog is not None:
             self.watchdog.hold(pid, time.time() + self.deadline_s)
+            self._dog_hold = True
+            self._dog_line()
 
     def due_in(self, now: float) -> float | None:
-        """Seconds until the next hold deadline (None: nothing held)."""
-        if not self._holds:
-            return None
-        return max(0.0, min(h.deadline for h in self._holds.values()) - now)
+        """Seconds until the next hold deadline or watchdog flush (None: nothing due)."""
+        due = [h.deadline for h in self._holds.values()]
+        if self._dog_since is not None:
+            due.append(self._dog_since + WATCHDOG_DONE_DELAY_S)
+        return max(0.0, min(due) - now) if due else None
 
     def tick(self, now: float) -> list[Event]:
-        """Deadlines, refused-connect records; returns ENFORCEMENT events to send."""
+        """Deadlines, refused-connect records, the watchdog's news (called once the
+        loop has sent what it read); returns ENFORCEMENT events to send."""
+        if self._dog_since is not None and (
+                self._dog_hold or now - self._dog_since >= WATCHDOG_DONE_DELAY_S):
+            self._flush_watchdog()
         for hold_id, hold in list(self._holds.items()):
             if now >= hold.deadline and hold_id in self._holds:
                 self._fail(hold.pid, "late", f"no verdict within {int(self.deadline_s * 1000)} ms")
@@ -312,6 +325,17 @@ class Enforcer:
         self.source.unhold(pid)
         if self.watchdog is not None:
             self.watchdog.done(pid)
+            self._dog_line()
+
+    def _dog_line(self) -> None:
+        if self._dog_since is None:
+            self._dog_since = time.monotonic()
+
+    def _flush_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.flush()
+        self._dog_since = None
+        self._dog_hold = False
 
     def _event(self, action: str, pid: int, context: Event, *, seq: Any = None,
                hold_ms: float = 0.0) -> Event:

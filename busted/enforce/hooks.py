@@ -67,5 +67,8 @@ class HoldWatchdog(Protocol):
     def done(self, pid: int) -> None:
         """``pid`` was resumed or killed."""
 
+    def flush(self) -> None:
+        """Send what ``hold`` and ``done`` said since the last flush (they may wait for it)."""
+
     def close(self) -> None:
         """Release everything still held, then let the watchdog exit."""

@@ -10,6 +10,10 @@ pipe, each pid it holds and until when:
     hold <pid> <deadline, unix seconds>\\n
     done <pid>\\n
 
+(:meth:`Watchdog.flush` writes what was said since the last flush at once: the
+enforcer flushes after the held write's event has left for classify, so waking the
+watchdog never delays a verdict, and lets a ``done`` wait for the next ``hold``.)
+
 The watchdog keeps a pidfd for each held process (a recycled pid can never be hit)
 and applies the fail mode — SIGCONT (fail open, the default) or SIGKILL (fail closed) —
 to every process still held when its deadline passes or when the pipe closes (the
@@ -57,16 +61,22 @@ class Watchdog:
             pass_fds=fds, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_fd)
+        self._pending: list[str] = []
 
     def hold(self, pid: int, deadline: float) -> None:
-        self._send(f"hold {pid} {deadline:.3f}\n")
+        self._pending.append(f"hold {pid} {deadline:.3f}\n")
 
     def done(self, pid: int) -> None:
-        self._send(f"done {pid}\n")
+        self._pending.append(f"done {pid}\n")
 
-    def _send(self, line: str) -> None:
+    def flush(self) -> None:
+        """One write for the lines since the last flush: each write wakes the watchdog,
+        and the capture worker calls this off a held write's path."""
+        if not self._pending:
+            return
+        data, self._pending = "".join(self._pending).encode(), []
         try:
-            os.write(self._write_fd, line.encode())
+            os.write(self._write_fd, data)
         except OSError:  # the watchdog is gone: the caller still has its own deadlines
             pass
 
@@ -74,6 +84,7 @@ class Watchdog:
         """Closing the pipe makes the watchdog release everything still held; it then
         watches the kernel's map until this process has exited, so it is not waited for."""
         if self._write_fd >= 0:
+            self.flush()
             os.close(self._write_fd)
             self._write_fd = -1
 

@@ -3,8 +3,10 @@ source), numbers each event (``seq``) and hands batches to classify without ever
 blocking.
 
 Sockets: PUSH connected to ``pipe/classify.sock``; PULL bound at
-``pipe/feedback.sock`` (verdicts from downstream, applied to the source); DEALER to
-the supervisor. Runs as root when the source is the kernel (it loads eBPF).
+``pipe/feedback.sock`` (verdicts from downstream, applied to the source); under
+``--enforce`` also ``pipe/answers.sock``, the same feedback as datagrams
+(:mod:`busted.workers.answers`: a held write waits for it); DEALER to the supervisor.
+Runs as root when the source is the kernel (it loads eBPF).
 
 Why never block: while capture waits, the kernel ring buffer fills and records are
 lost with no way to get them back. A dead or slow classify costs a counted drop here
@@ -28,6 +30,7 @@ from busted.errors import UsageError
 from busted.kernel import memtrim
 from busted.rundir import RuntimeDir
 from busted.sources import EventSource, open_source
+from busted.workers.answers import AnswerReceiver, answers_path
 from busted.workers.runtime import Counters, SupervisorLink
 
 log = logging.getLogger("busted.capture")
@@ -53,6 +56,9 @@ class CaptureLoop:
             self.out = ipc.BatchSender(push, wait_ms=0)
             self.feedback = ipc.make_socket(ctx, zmq.PULL, hwm=10000)
             rundir.bind(self.feedback, ep.feedback, "pipe")
+            self.answers: AnswerReceiver | None = None
+            if config.enforce:
+                self.answers = _answer_receiver(rundir)
         finally:
             os.umask(old_umask)
         self.source = source or open_source(config)
@@ -73,6 +79,8 @@ class CaptureLoop:
                 poller = zmq.Poller()
                 poller.register(self.feedback, zmq.POLLIN)
                 poller.register(fd, zmq.POLLIN)
+                if self.answers is not None:
+                    poller.register(self.answers.fileno(), zmq.POLLIN)
         # The BPF compiler is done for good: give its memory back (bench/README.md, Memory).
         memtrim.release_compiler_memory()
         log.info("capture ready: source %s", self.config.source)
@@ -95,6 +103,7 @@ class CaptureLoop:
                     if poller is not None:
                         poller.poll(max(1, int(wait * 1000 + 0.999)))
                         wait = 0.0
+                        self._apply_feedback()  # answers first: their writers are stopped
                     events = self.source.poll(wait)
                     if events:
                         self._number(events)
@@ -119,6 +128,8 @@ class CaptureLoop:
             self.link.heartbeat(time.monotonic(), self._report(), kind=messages.BYE)
             self.source.close()
             self.feedback.close(linger=0)
+            if self.answers is not None:
+                self.answers.close()
 
     def _send_own(self, events: list[dict[str, Any]]) -> None:
         """Events capture makes itself (enforcement actions) join the stream."""
@@ -139,28 +150,45 @@ class CaptureLoop:
         return any(c.get("type") == messages.STOP for c in self.link.commands())
 
     def _apply_feedback(self) -> None:
+        if self.answers is not None:
+            for frame in self.answers.receive():
+                self._apply(frame)
         for _ in range(1000):
             try:
                 frame = self.feedback.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                command = ipc.unpack(frame)
-                if self.enforcer is not None and command.get("cmd") in messages.ENFORCER_COMMANDS:
-                    self.enforcer.feedback(command)
-                else:
-                    self.source.feedback(command)
-            except Exception as exc:  # noqa: BLE001 - a bad verdict never stops capture
-                self.counters.error(type(exc).__name__, f"feedback: {exc!r}")
+            self._apply(frame)
+
+    def _apply(self, frame: bytes) -> None:
+        try:
+            command = ipc.unpack(frame)
+            if self.enforcer is not None and command.get("cmd") in messages.ENFORCER_COMMANDS:
+                self.enforcer.feedback(command)
+            else:
+                self.source.feedback(command)
+        except Exception as exc:  # noqa: BLE001 - a bad verdict never stops capture
+            self.counters.error(type(exc).__name__, f"feedback: {exc!r}")
 
     def _report(self) -> dict[str, Any]:
         extra = dict(self.source.stats())
         if self.enforcer is not None:
             extra.update({f"enforce_{k}": v for k, v in self.enforcer.report().items()})
+        if self.answers is not None and self.answers.refused:
+            extra["answers_refused"] = self.answers.refused
         report = self.counters.report(self.out.sent, self.out.dropped, extra)
         report["next_seq"] = self.seq
         report["exhausted"] = bool(self.source.exhausted)
         return report
+
+
+def _answer_receiver(rundir: RuntimeDir) -> AnswerReceiver:
+    """``pipe/answers.sock``, open to us and the worker account, like the pipe's sockets."""
+    me = os.geteuid()
+    worker = rundir.accounts.worker_uid if me == 0 else None
+    return AnswerReceiver(answers_path(rundir.endpoints),
+                          (me,) if worker is None else (me, worker),
+                          -1 if worker is None else worker)
 
 
 def _make_enforcer(config: MonitorConfig, source: EventSource) -> Enforcer:

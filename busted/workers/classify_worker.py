@@ -15,12 +15,13 @@ back once, so the kernel stops copying its payload.
 Held writes (``--enforce``): a capture with ``held`` whose writer is stopped waits for
 an answer. If it is a piece of an HTTP/1 request that is not complete yet (headers
 before the body, one of several body writes), the request as it stands goes on as a
-``provisional`` event for the policy to judge; if there is nothing to judge (HTTP/2
-control frames, a head not complete), ``{"cmd": "release"}`` goes back to capture at
-once; otherwise the LAST message it completed carries the hold on to the
-policy worker, which answers. A held write that turns out to be a response (the writer
-is a server) also gets ``{"cmd": "verdict", "hold": False}``: that connection's writes
-are not held again.
+``provisional`` event to judge; if there is nothing to judge (HTTP/2 control frames,
+a head not complete), ``{"cmd": "release"}`` goes back to capture at once; otherwise
+the LAST message it completed carries the hold. Classify identifies, judges and
+answers a held event itself (:mod:`busted.workers.held_judge`, the short path) unless
+that could differ from the full path's answer; then the policy worker answers. A held
+write that turns out to be a response (the writer is a server) also gets
+``{"cmd": "verdict", "hold": False}``: that connection's writes are not held again.
 
 Behaviour (:mod:`busted.ml.verdicts`): ``TCP_EXCHANGE`` events get the behavioural
 model's verdict here, off the capture path; ``BLIND_SPOT`` events carry it.
@@ -32,6 +33,7 @@ from busted import messages
 from busted.classifier.reassembly import Reassembler
 from busted.config import MonitorConfig
 from busted.ml.verdicts import Behaviour
+from busted.workers.held_judge import HeldJudge, short_path_wanted
 from busted.workers.stage import Event, Stage
 
 
@@ -48,6 +50,9 @@ class ClassifyStage(Stage):
             stats=self.stats,
         )
         self.behaviour = Behaviour(self.stats)
+        self.judge: HeldJudge | None = None
+        if short_path_wanted(config):
+            self.judge = HeldJudge(config, self.stats, lambda command: self.feedback(command))
 
     def wants(self, frame: bytes) -> bool:
         # msgpack writes the key "payload" as b"\xa7payload" ("tls_payload" has another
@@ -93,6 +98,8 @@ class ClassifyStage(Stage):
         return out
 
     def tick(self, now: float) -> list[Event]:
+        if self.judge is not None:
+            self.judge.tick(now)
         out = self.reassembler.expire(now)
         for message in out:
             self.behaviour.message(message)
@@ -115,6 +122,8 @@ class ClassifyStage(Stage):
         if done:
             done[-1]["held"] = True
             done[-1]["hold_id"] = capture.get("hold_id", 0)
+            if self.judge is not None and not self.judge.answer(done[-1]):
+                done.pop()
             if any(str(e.get("content_class", "")).endswith("_RESPONSE") for e in done):
                 # The writer answers on this connection (a server): never hold it again.
                 self.stats["no_hold_verdicts"] += 1
@@ -128,7 +137,8 @@ class ClassifyStage(Stage):
         if partial is not None and str(partial.get("content_class", "")).endswith("_REQUEST"):
             partial.update(held=True, hold_id=capture.get("hold_id", 0), provisional=True)
             self.stats["held_judged_provisionally"] += 1
-            done.append(partial)
+            if self.judge is None or self.judge.answer(partial):
+                done.append(partial)
             return
         self.stats["held_released_incomplete"] += 1
         self.feedback(messages.release(capture))

@@ -16,7 +16,9 @@ previous policy and logs the error.
 
 Under ``--enforce`` the stage also answers capture (see :mod:`busted.enforce.enforcer`):
 every held event gets ``{"cmd": "release"}`` or, when denied, ``{"cmd": "kill"}``; a denied
-event that was not held gets ``kill`` too (its process is killed after the fact). Only
+event that was not held gets ``kill`` too, unless classify answered already (the short
+path, :mod:`busted.workers.held_judge`: the event comes ``answered`` with its decision,
+which stands) (its process is killed after the fact). Only
 what a process sends is acted on: a denied read (an answer received, or a server
 reading a request) says ``action: none-received``, a server's denied answer
 ``none-server-side``. The
@@ -33,6 +35,7 @@ import os
 from busted import messages
 from busted.config import MonitorConfig
 from busted.schema import ENFORCEMENT_CONTEXT
+from busted.workers.held_judge import ANSWERED
 from busted.workers.stage import Event, Stage
 
 log = logging.getLogger("busted.policy")
@@ -93,6 +96,12 @@ class PolicyStage(Stage):
         for event in events:
             if event.get("provisional"):
                 provisional += 1
+            if ANSWERED in event:
+                # Judged and answered by classify (the short path): that decision stands.
+                del event[ANSWERED]
+                if (outcome := event.get("policy")) in counts:
+                    counts[outcome] += 1
+                continue
             if llm_only and not (event.get("content_class") or "").startswith(_EVALUATED_CLASSES):
                 if enforce and event.get("held"):
                     self._answer(event, "allow")

@@ -37,6 +37,8 @@ from busted.errors import BustedError
 from busted.proctitle import set_process_name
 from busted.rundir import RuntimeDir
 from busted.workers import ROLES
+from busted.workers.answers import AnswerSender, answers_path
+from busted.workers.latency import short_slice
 from busted.workers.runtime import (
     Counters,
     StopWorker,
@@ -54,6 +56,7 @@ log = logging.getLogger("busted.worker")
 TICK_INTERVAL_S = 0.1
 DRAIN_IDLE_S = 0.1  # a stopping stage exits once its input was quiet this long
 FRAMES_PER_WAKEUP = 256  # bound the work between two looks at the control socket
+HOLD_PATH_ROLES = ("capture", "classify")  # what a held write waits on (--enforce)
 
 
 def _capture_loop(ctx: zmq.Context, config: MonitorConfig, link: SupervisorLink,
@@ -90,6 +93,8 @@ def worker_main(role: str, config: MonitorConfig, supervisor_pid: int,
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if config.enforce and role in HOLD_PATH_ROLES:
+        short_slice()  # before ZeroMQ's I/O threads start: they inherit it
     ctx = zmq.Context()
     link = SupervisorLink(ctx, role, config)
     try:
@@ -140,6 +145,8 @@ class StageLoop:
         # Verdicts for held writes travel here: room for a burst of them.
         self.feedback_sock = ipc.make_socket(ctx, zmq.PUSH, hwm=10000, linger_ms=0)
         self.feedback_sock.connect(ep.feedback)
+        # Under --enforce feedback goes as datagrams first: a held writer waits for it.
+        self.answers = AnswerSender(answers_path(ep)) if config.enforce else None
         self.stage.feedback = self._send_feedback
         self.stage.setup()
         if drop_privileges(role, config, rundir.accounts):
@@ -148,8 +155,11 @@ class StageLoop:
             log.debug("now running as uid %d", os.getuid())
 
     def _send_feedback(self, command: dict[str, Any]) -> None:
+        frame = ipc.pack(command)
+        if self.answers is not None and self.answers.send(frame):
+            return
         try:
-            self.feedback_sock.send(ipc.pack(command), zmq.NOBLOCK)
+            self.feedback_sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             self.counters.error("feedback_dropped", "capture is not reading feedback")
 
@@ -277,3 +287,5 @@ class StageLoop:
         self.link.heartbeat(time.monotonic(), self._report(), kind=messages.BYE)
         self.input.close(linger=0)
         self.feedback_sock.close(linger=0)
+        if self.answers is not None:
+            self.answers.close()

@@ -26,6 +26,7 @@ def test_held_processes_are_resumed_when_the_capture_side_dies():
     proc = _stopped_sleeper()
     try:
         dog.hold(proc.pid, time.time() + 60)
+        dog.flush()
         # Simulate the capture worker dying: its end of the pipe closes.
         os.close(dog._write_fd)
         dog._write_fd = -1
@@ -42,6 +43,7 @@ def test_fail_closed_kills_at_the_deadline():
     proc = _stopped_sleeper()
     try:
         dog.hold(proc.pid, time.time() + 0.2)
+        dog.flush()
         assert proc.wait(5) == -signal.SIGKILL
     finally:
         dog.close()
@@ -53,6 +55,7 @@ def test_a_released_process_is_left_alone():
     try:
         dog.hold(proc.pid, time.time() + 0.2)
         dog.done(proc.pid)
+        dog.flush()
         time.sleep(0.5)  # past the deadline: nothing may happen to it now
         assert psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED
     finally:

@@ -85,6 +85,9 @@ class FakeWatchdog:
     def done(self, pid: int) -> None:
         self.lines.append(("done", pid))
 
+    def flush(self) -> None:
+        self.lines.append(("flush",))
+
     def close(self) -> None:
         self.lines.append(("close",))
 
@@ -309,3 +312,21 @@ def test_destinations_parse(text, expected):
 def test_bad_destinations_say_why(text):
     with pytest.raises(DestinationError):
         parse(text)
+
+
+def test_the_watchdog_hears_of_a_hold_once_it_left_and_of_its_end_soon_after(tmp_path, writer):
+    """One write to the watchdog per hold, after the held event went to classify: the
+    end of a hold waits for the next hold's line, or a moment."""
+    enforcer, _, _, watchdog = _enforcer(tmp_path)
+    enforcer.track([_held(writer.pid, 7)])
+    assert watchdog.lines[-1] == ("hold", writer.pid)  # not written yet
+    enforcer.tick(time.monotonic())
+    assert watchdog.lines[-1] == ("flush",)
+    before = time.monotonic()
+    enforcer.feedback({"cmd": "release", "hold_id": 7, "pid": writer.pid})
+    enforcer.tick(before)
+    assert watchdog.lines[-1] == ("done", writer.pid)
+    assert enforcer.due_in(before) > 0  # the loop wakes up for it
+    enforcer.tick(before + 1.0)
+    assert watchdog.lines[-1] == ("flush",) and enforcer.due_in(before + 1.0) is None
+    enforcer.close()
