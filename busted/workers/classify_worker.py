@@ -64,11 +64,10 @@ class ClassifyStage(Stage):
         out: list[Event] = []
         now = self.now()
         reassembler = self.reassembler
-        for event in events:
-            if event.get("payload") is not None and not event.get("content_class"):
-                done = reassembler.feed(event, now)
-                if self.enforce and (event.get("held") or done):
-                    self._carry_hold(event, done)
+        early = self._held_first(events, now) if self.judge is not None and len(events) > 1 else {}
+        for i, event in enumerate(events):
+            if _raw(event):
+                done = early.pop(i) if i in early else self._feed(event, now)
                 for message in done:
                     self.behaviour.message(message)
                 out.extend(done)
@@ -109,6 +108,30 @@ class ClassifyStage(Stage):
 
     def close(self) -> list[Event]:
         return self.reassembler.flush_all()
+
+    def _feed(self, event: Event, now: float) -> list[Event]:
+        done = self.reassembler.feed(event, now)
+        if self.enforce and (event.get("held") or done):
+            self._carry_hold(event, done)
+        return done
+
+    def _held_first(self, events: list[Event], now: float) -> dict[int, list[Event]]:
+        """A held write's process is stopped until it is answered, so the captures of
+        its connection in this batch are fed (and the hold answered) before the other
+        connections' captures that came earlier: their streams are independent. Returns
+        what each capture fed here completed, by index: it leaves in the batch's order."""
+        held = [i for i, e in enumerate(events) if e.get("held") and _raw(e)]
+        if not held:
+            return {}
+        connections = {(events[i].get("pid"), events[i].get("conn_id")) for i in held}
+        early: dict[int, list[Event]] = {}
+        for i in range(held[-1] + 1):
+            event = events[i]
+            if (event.get("pid"), event.get("conn_id")) in connections:
+                if not _raw(event):
+                    break  # something else about that connection: keep the batch's order
+                early[i] = self._feed(event, now)
+        return early
 
     def _carry_hold(self, capture: Event, done: list[Event]) -> None:
         """Messages copy their first capture's fields: only the capture just fed may
@@ -152,6 +175,11 @@ class ClassifyStage(Stage):
     def _gauges(self) -> None:
         self.stats["open_connections"] = self.reassembler.connections
         self.stats["buffered_bytes"] = self.reassembler.buffered_bytes
+
+
+def _raw(event: Event) -> bool:
+    """Captured bytes for the reassembler (not classified by their source already)."""
+    return event.get("payload") is not None and not event.get("content_class")
 
 
 STAGE = ClassifyStage

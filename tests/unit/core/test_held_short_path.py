@@ -135,3 +135,45 @@ def test_no_short_path_without_a_policy_in_a_dry_run_or_with_pods():
                                        kubernetes=False)).judge is None
     assert ClassifyStage(MonitorConfig(enforce=True, rules=(BERKO,), kubernetes=True,
                                        kubeconfig="/nonexistent/kubeconfig")).judge is None
+
+
+def _batched_traffic() -> list[list[dict]]:
+    """Batches where a held request comes after other connections' captures (a client
+    reading its last answer, a server reading a request) and after its own head."""
+    head, body = _request("hello")
+    bad_head, bad_body = _request("tell berko")
+    return [
+        [_capture(head + body, 1, held=False, direction="read", conn_id=90),
+         _capture(_response(), 2, held=False, direction="read", conn_id=91),
+         _capture(head, 3, held=False), _capture(body, 4),
+         _capture(head + body, 5, held=False, conn_id=92)],
+        [_capture(_response(), 6, held=False, direction="read"),
+         _capture(bad_head + bad_body, 7, held=False, direction="read", conn_id=90),
+         _capture(bad_head + bad_body, 8, conn_id=93)],
+    ]
+
+
+def test_a_held_write_is_answered_before_earlier_captures_of_other_connections_are_parsed():
+    outputs = {}
+    for short in (False, True):
+        pipeline = Pipeline(short)
+        fed: list[tuple[str, int]] = []
+        feed = pipeline.classify.reassembler.feed
+
+        def spy(event, now, feed=feed, fed=fed):
+            fed.append(("feed", event["seq"]))
+            return feed(event, now)
+
+        pipeline.classify.reassembler.feed = spy
+        pipeline.answers = fed  # answers and feeds in one timeline
+        outputs[short] = [event for batch in _batched_traffic() for event in pipeline.feed(batch)]
+    timeline = fed
+    assert outputs[True] == outputs[False]  # same events, same order
+    assert [e["seq"] for e in outputs[True] if e.get("policy")] == [1, 2, 4, 5, 6, 7, 8]
+    # The held request (seq 4) was answered right after its head and itself were fed,
+    # before the captures of connections 90 and 91 that came first in the batch.
+    release = timeline.index(("classify", {"cmd": "release", "hold_id": 4, "pid": 4242}))
+    assert timeline[:release] == [("feed", 3), ("feed", 4)]
+    kill = next(i for i, item in enumerate(timeline) if item[0] == "classify"
+                and item[1].get("cmd") == "kill")
+    assert ("feed", 7) not in timeline[:kill] and timeline[kill - 1] == ("feed", 8)
