@@ -13,6 +13,12 @@
  *   SSL_free lets userspace and the maps forget an SSL* (SSL_do_handshake does where
  *   SSL_free is not found: BoringSSL in Bun).
  *
+ * Uprobe sessions (Linux 6.10+, busted/kernel/uprobe_session.py): where the kernel has
+ * them, each write/read site gets ONE program that runs at the call's entry and, only
+ * when its entry run asked for it, at its return. A call on a connection judged
+ * uninteresting (or busted's own, or nested in a call already tracked) then pays one
+ * trap instead of two. Elsewhere the same logic runs as a uprobe + uretprobe pair.
+ *
  * Cost per hooked call: the uprobe trap (+ uretprobe), a hash update and delete, and
  * one ring record per CHUNK_SIZE of plaintext. Measured with bpf_stats on this VM for
  * 100-byte calls: entry ~0.6 us, return ~1.5 us of BPF time, plus ~1.3 us for the
@@ -92,6 +98,8 @@ static __always_inline u64 call_key(u64 pid_tgid, u8 direction)
     return pid_tgid | ((u64)direction << 63); /* pids use 22 bits at most */
 }
 
+/* Returns 1 when the call's return must be seen (its arguments were stashed), 0 when
+ * there is nothing to do at its return. */
 static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direction)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -137,9 +145,11 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int has_out, u8 direct
         }
     }
 #endif
-    if (tls_calls.update(&key, &c) != 0)
+    if (tls_calls.update(&key, &c) != 0) {
         count_lost(LOST_STASH);
-    return 0;
+        return 0;
+    }
+    return 1;
 }
 
 static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
@@ -174,14 +184,31 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 direction)
     return 0;
 }
 
+/* A uprobe program's return value must be 0: anything else makes the kernel also emit a
+ * perf sample nobody reads. */
 /* (ssl, buf, num, size_t *written): SSL_write_ex or the internal function it calls */
-int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, DIR_WRITE); }
+int tls_write_ex_enter(struct pt_regs *ctx) { tls_enter(ctx, 1, DIR_WRITE); return 0; }
 /* (ssl, buf, int num) -> int: SSL_write where it is probed on its own */
-int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, DIR_WRITE); }
+int tls_write_enter(struct pt_regs *ctx) { tls_enter(ctx, 0, DIR_WRITE); return 0; }
 int tls_write_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_WRITE); }
-int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, DIR_READ); }
-int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, DIR_READ); }
+int tls_read_ex_enter(struct pt_regs *ctx) { tls_enter(ctx, 1, DIR_READ); return 0; }
+int tls_read_enter(struct pt_regs *ctx) { tls_enter(ctx, 0, DIR_READ); return 0; }
 int tls_read_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_READ); }
+
+/* The same as sessions: one program per site, run at the entry (where the instruction
+ * pointer is the probed address, which bpf_get_func_ip reports) and at the return (the
+ * instruction pointer is then the caller's). An entry run returning non-zero tells the
+ * kernel not to stop at this call's return. Loaded only where the kernel has sessions. */
+static __always_inline int tls_session(struct pt_regs *ctx, int has_out, u8 direction)
+{
+    if (PT_REGS_IP(ctx) != bpf_get_func_ip(ctx))
+        return tls_return(ctx, direction);
+    return tls_enter(ctx, has_out, direction) ? 0 : 1;
+}
+int tls_write_ex_session(struct pt_regs *ctx) { return tls_session(ctx, 1, DIR_WRITE); }
+int tls_write_session(struct pt_regs *ctx) { return tls_session(ctx, 0, DIR_WRITE); }
+int tls_read_ex_session(struct pt_regs *ctx) { return tls_session(ctx, 1, DIR_READ); }
+int tls_read_session(struct pt_regs *ctx) { return tls_session(ctx, 0, DIR_READ); }
 
 /* SSL_ctrl(SSL *s, int cmd, long larg, void *parg) */
 int tls_ctrl_enter(struct pt_regs *ctx)

@@ -88,23 +88,31 @@ class Floor:
         self.bpf = BPF(text=EMPTY_PROBES)
         self.bun = bun.encode()
         self.sites = ((located.ssl_write, b"empty_write"), (located.ssl_read, b"empty_read"))
+        self._attached: dict[int, Any] = {}  # pid -> its Uprobes
 
     def hits(self) -> tuple[int, int]:
         table = self.bpf[b"hits"]
         return table[0].value, table[1].value
 
     def attach(self, pid: int) -> None:
+        from busted.kernel.tls.site import ProbeSite
+        from busted.kernel.uprobes import Uprobes
+
+        bun = self.bun.decode()
+        sites = []
         for addr, fn in self.sites:
-            self.bpf.attach_uprobe(name=self.bun, addr=addr, fn_name=fn, pid=pid)
-            self.bpf.attach_uretprobe(name=self.bun, addr=addr, fn_name=b"empty_return", pid=pid)
+            sites += [ProbeSite(bun, fn.decode(), "", addr, addr),
+                      ProbeSite(bun, "empty_return", "", addr, addr, ret=True)]
+        probes = Uprobes(self.bpf, sessions=False)  # placed like the monitor's probes
+        self._attached[pid] = probes
+        _, errors = probes.attach(bun, sites, (pid,))
+        if errors:
+            raise BenchError(f"could not place the empty uprobes: {errors[0]}")
 
     def detach(self, pid: int) -> None:
-        for addr, _fn in self.sites:
-            for detach in (self.bpf.detach_uprobe, self.bpf.detach_uretprobe):
-                try:
-                    detach(name=self.bun, addr=addr, pid=pid)
-                except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
-                    pass
+        probes = self._attached.pop(pid, None)
+        if probes is not None:
+            probes.close()
 
 
 def _saw_tls(event: dict[str, Any]) -> bool:

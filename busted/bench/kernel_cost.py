@@ -72,28 +72,45 @@ def call_at_plus4(lib: str) -> bool:
 
 
 class EmptyUprobes:
-    """Empty uprobes (a hit counter) bound to one client pid at a time. A site is what
-    bcc's attach_uprobe takes to place one: ``{"sym": name, "sym_off": n}`` or
-    ``{"addr": address}``."""
+    """Empty uprobes (a hit counter) bound to one client pid at a time. A site is
+    ``{"sym": name, "sym_off": n}`` or ``{"addr": virtual address}``. Attached like the
+    monitor's (:class:`busted.kernel.uprobes.Uprobes`), so both can share a function."""
 
     def __init__(self) -> None:
         from bcc import BPF
 
         self.bpf = BPF(text=EMPTY_PROBE)
+        self._attached: dict[int, Any] = {}  # pid -> its Uprobes
 
     def hits(self) -> int:
         return sum(v.value for v in self.bpf["hits"].values())
 
     def attach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
-        for site in sites:
-            self.bpf.attach_uprobe(name=binary, fn_name="empty", pid=pid, **site)
+        from busted.kernel.uprobes import Uprobes
+
+        probes = Uprobes(self.bpf, sessions=False)
+        self._attached[pid] = probes
+        _, errors = probes.attach(binary, [_empty_site(binary, s) for s in sites], (pid,))
+        if errors:
+            raise BenchError(f"could not place the empty uprobes: {errors[0]}")
 
     def detach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
-        for site in sites:
-            try:
-                self.bpf.detach_uprobe(name=binary, pid=pid, **site)
-            except Exception:  # noqa: BLE001 - the client is gone; its probe went with it
-                pass
+        probes = self._attached.pop(pid, None)
+        if probes is not None:
+            probes.close()
+
+
+def _empty_site(binary: str, site: dict[str, Any]) -> Any:
+    from busted.kernel.tls.elf import read_symbols
+    from busted.kernel.tls.site import ProbeSite
+
+    if "addr" in site:
+        return ProbeSite(binary, "empty", "", site["addr"], site["addr"])
+    sym, offset = site["sym"], site.get("sym_off", 0)
+    found = read_symbols(binary, [sym]).symbols.get(sym)
+    if found is None:
+        raise BenchError(f"{binary} has no symbol {sym}")
+    return ProbeSite(binary, "empty", sym, offset, found + offset)
 
 
 def ssl_sites(offset: int) -> list[dict[str, Any]]:
@@ -200,7 +217,9 @@ def restore_bpf_stats(before: str) -> None:
 def bpf_cost(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
              calls: int) -> dict[str, Any]:
     """Per program that ran: runs per client call and ns per run; and the BPF ns of one
-    ``SSL_write_ex`` / ``SSL_read_ex`` call (its entry program plus its return program).
+    ``SSL_write_ex`` / ``SSL_read_ex`` call (its entry program plus its return program,
+    or twice its session program's runs: KernelOnly copies every call, so each runs at
+    entry and return).
 
     Runs are counted host-wide: the loopback server's TLS calls (and anyone else's) run
     the same programs, so runs per client call read high (~1 per program when both ends
@@ -216,6 +235,9 @@ def bpf_cost(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int
     per_call = {}
     for fn, direction in (("SSL_write_ex", "write"), ("SSL_read_ex", "read")):
         enter, ret = programs.get(f"tls_{direction}_ex_enter"), programs.get(f"tls_{direction}_return")
+        session = programs.get(f"tls_{direction}_ex_session")
         if enter and ret:
             per_call[fn] = enter["ns_per_run"] + ret["ns_per_run"]
+        elif session:  # one program at entry and (on a copied call) at return
+            per_call[fn] = 2 * session["ns_per_run"]
     return {"bpf_ns_per_call": per_call, "programs": programs}

@@ -6,7 +6,9 @@ to /dev/null), and measures the same loopback TLS workloads in each
 (:mod:`busted.bench.tls_workload`, every workload a fresh client process):
 
 - microseconds per ``SSL_write_ex`` / ``SSL_read_ex`` call (100-byte writes into a sink,
-  reads of 100-byte records already waiting in the socket), and what the monitor adds;
+  reads of 100-byte records already waiting in the socket), and what the monitor adds,
+  on an LLM connection (copied whole) and on an ordinary one (a download host, judged
+  uninteresting by the classifier: what most of a host's TLS calls pay);
 - the floor of this machine, measured in the same run: an empty bcc uprobe bound to the
   client on the same functions, at their entry (single-stepped: ``sub $x,%rsp``) and, where
   the function has a ``call`` at +4 (Debian's libssl3), there (emulated, much cheaper);
@@ -70,14 +72,14 @@ from busted.errors import BenchError
 class Bench:
     def __init__(self, workdir: Path, calls: int, duration: float, agent_duration: float,
                  say) -> None:
-        from busted.bench.tls_workload import make_certificates
+        from busted.bench.tls_workload import ORDINARY_SNI, make_certificates
 
         self.workdir = workdir
         self.calls = calls
         self.duration = duration
         self.agent_duration = agent_duration
         self.say = say
-        self.ca, cert, key = make_certificates(workdir)
+        self.ca, cert, key = make_certificates(workdir, also=f"DNS:{ORDINARY_SNI}")
         port_file = workdir / "port"
         self.server = subprocess.Popen(
             [sys.executable, "-m", "busted.bench.tls_workload", "serve", "--cert", str(cert),
@@ -94,12 +96,15 @@ class Bench:
         self.server.wait(10)
 
     def workloads(self) -> list[tuple[str, list[str]]]:
-        # The per-call run last: its ~120k captures keep the monitor's workers busy for a
-        # while after it ends, which would weigh on whatever ran next.
+        # The per-call runs last, the ordinary one first (once judged, its calls are not
+        # copied and leave the workers idle): the LLM one's ~120k captures keep the
+        # monitor's workers busy for a while after it ends, which would weigh on
+        # whatever ran next.
         return [
             ("agent", ["agent", "--duration", str(self.agent_duration)]),
             ("loop_1k", ["loop", "--size", "1024", "--duration", str(self.duration)]),
             ("loop_16k", ["loop", "--size", "16384", "--duration", str(self.duration)]),
+            ("percall_ordinary", ["percall", "--ordinary", "--calls", str(self.calls)]),
             ("percall", ["percall", "--calls", str(self.calls)]),
         ]
 
@@ -134,24 +139,36 @@ class Bench:
         return result
 
 
-def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
-    per_call: dict[str, Any] = {}
+# Issue 16's goals for what the monitor adds per call: connections judged uninteresting
+# (ordinary traffic, most of a host's) and LLM connections (copied whole)
+GOAL_ADDED_US = {"ordinary": 2.0, "llm": 3.0}
+
+
+def _per_call(rounds: list[dict[str, Any]], workload: str) -> dict[str, Any]:
+    """No monitor / monitor / added per call of one per-call workload, medians of rounds."""
+    out: dict[str, Any] = {}
     for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
-        off = [r["off"]["percall"][key] for r in rounds]
-        entry: dict[str, Any] = {
-            "no_monitor_us": median(off),
-            "monitor_us": median([r["on"]["percall"][key] for r in rounds]),
-            "added_us": median([r["on"]["percall"][key] - r["off"]["percall"][key] for r in rounds]),
-            "floor_entry_added_us": median(
-                [r["floor_entry"][key] - r["off"]["percall"][key] for r in rounds]),
+        wall = key.replace("_us", "_wall_us")
+        out[fn] = {
+            "no_monitor_us": median([r["off"][workload][key] for r in rounds]),
+            "monitor_us": median([r["on"][workload][key] for r in rounds]),
+            "added_us": median([r["on"][workload][key] - r["off"][workload][key]
+                                for r in rounds]),
+            "wall_added_us": median([r["on"][workload][wall] - r["off"][workload][wall]
+                                     for r in rounds]),
         }
+    return out
+
+
+def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
+    per_call = _per_call(rounds, "percall")
+    for fn, key in (("SSL_write_ex", "write_us"), ("SSL_read_ex", "read_us")):
+        entry = per_call[fn]
+        entry["floor_entry_added_us"] = median(
+            [r["floor_entry"][key] - r["off"]["percall"][key] for r in rounds])
         if floor_call:
             entry["floor_call_added_us"] = median(
                 [r["floor_call"][key] - r["off"]["percall"][key] for r in rounds])
-        wall = key.replace("_us", "_wall_us")
-        entry["wall_added_us"] = median(
-            [r["on"]["percall"][wall] - r["off"]["percall"][wall] for r in rounds])
-        per_call[fn] = entry
     ratios = {}
     for name in ("loop_1k", "loop_16k", "agent"):
         ratios[name] = {
@@ -163,6 +180,8 @@ def summarize(rounds: list[dict[str, Any]], floor_call: bool) -> dict[str, Any]:
     monitors = [r["monitor"] for r in rounds]
     return {
         "per_call": per_call,
+        "per_call_ordinary": _per_call(rounds, "percall_ordinary"),
+        "goal_added_us": GOAL_ADDED_US,
         "requests_per_s": ratios,
         "events": {
             **event_totals(monitors, ("produced", "dropped", "lost", "kernel_lost", "merged",
@@ -183,13 +202,22 @@ def print_report(report: dict[str, Any]) -> None:
     print_busy_warning(report, "the ratios mostly measure the other load. Re-run on a "
                                "quiet machine.")
     echo("Per call, CPU time of the client thread (µs; 'added' = with minus without, "
-         "median of rounds):")
+         "median of rounds).")
+    goal = report["goal_added_us"]
+    echo(f"On ordinary connections (judged uninteresting; goal: added <= "
+         f"{goal['ordinary']:.0f} µs):")
+    for fn, f in report["per_call_ordinary"].items():
+        echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
+             f"added {f['added_us']:+.1f} (wall {f['wall_added_us']:+.1f})  "
+             f"{'met' if f['added_us'] <= goal['ordinary'] else 'MISSED'}")
+    echo(f"On LLM connections (copied whole; goal: added <= {goal['llm']:.0f} µs):")
     for fn, f in report["per_call"].items():
         floor = f"floor: empty uprobe at entry {f['floor_entry_added_us']:+.1f}"
         if "floor_call_added_us" in f:
             floor += f", at the call (+4) {f['floor_call_added_us']:+.1f}"
         echo(f"  {fn:<13} {f['no_monitor_us']:6.1f} -> {f['monitor_us']:6.1f}  "
-             f"added {f['added_us']:+.1f} (wall {f['wall_added_us']:+.1f})   ({floor})")
+             f"added {f['added_us']:+.1f} (wall {f['wall_added_us']:+.1f})  "
+             f"{'met' if f['added_us'] <= goal['llm'] else 'MISSED'}   ({floor})")
     ko = report.get("kernel_only")
     if ko:
         bpf = ko["bpf"]
@@ -200,7 +228,7 @@ def print_report(report: dict[str, Any]) -> None:
              f"programs (kernel counters): SSL_write_ex {ns.get('SSL_write_ex', '?')} ns, "
              f"SSL_read_ex {ns.get('SSL_read_ex', '?')} ns")
         for name, prog in bpf["programs"].items():
-            if name.startswith("tls_"):
+            if name.startswith("tls_") and prog["runs_per_call"] >= 0.01:
                 echo(f"    {name:<22} {prog['runs_per_call']:.2f} runs/call, "
                      f"{prog['ns_per_run']} ns/run")
     echo("Requests/s, monitor on / off:")

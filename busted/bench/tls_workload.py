@@ -19,6 +19,9 @@ line makes one more request (``warmed``), ``go`` runs the measurement and prints
 line. Workloads:
 - ``percall``: CPU time (and wall time) per ``SSL_write_ex`` (100-byte ``send`` into the
   sink) and per ``SSL_read_ex`` (``recv`` of 100-byte records already in the socket);
+  with ``--ordinary`` the same calls on connections the monitor judges uninteresting
+  (SNI downloads.example.net, a ``GET`` first, an upload into the sink), measured once
+  the verdict has had time to reach the kernel;
 - ``loop``: requests/s of a tight request/response loop with SIZE-byte requests;
 - ``agent``: requests/s of 4 connections doing streamed requests (~20 ms answers);
 - ``latency``: an LLM-like request loop for ``busted bench enforce``: sequential
@@ -44,6 +47,8 @@ from pathlib import Path
 from busted.bench.measure import percentile
 
 SNI = "api.openai.com"
+ORDINARY_SNI = "downloads.example.net"  # no provider's host: the classifier's verdict skips it
+VERDICT_WAIT_S = 0.5  # a connection's first request to its verdict in the kernel: ~ms
 RECORD = 100  # bytes per write in the per-call measurements
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux; root may exceed net.core.*mem_max
 BIG_BUFFER = 16 << 20  # so neither side ever blocks on the other during a timed run
@@ -159,9 +164,11 @@ def serve(cert: str, key: str, port_file: str) -> None:
 # --- client ------------------------------------------------------------------------------
 
 class Client:
-    def __init__(self, port: int, cafile: str) -> None:
+    def __init__(self, port: int, cafile: str, ordinary: bool = False) -> None:
         self.port = port
         self.ctx = ssl.create_default_context(cafile=cafile)
+        self.ordinary = ordinary
+        self.sni = ORDINARY_SNI if ordinary else SNI
 
     def connect(self, nodelay: bool = True) -> ssl.SSLSocket:
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -171,7 +178,24 @@ class Client:
         # coalescing keeps the socket's cost per 100-byte write small next to the probes'.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
         raw.connect(("127.0.0.1", self.port))
-        return self.ctx.wrap_socket(raw, server_hostname=SNI)
+        return self.ctx.wrap_socket(raw, server_hostname=self.sni)
+
+    def request(self, size: int = 512, extra: str = "") -> bytes:
+        """An LLM request, or on an ordinary client a download request."""
+        if self.ordinary:
+            return (f"GET /files/data.bin HTTP/1.1\r\nHost: {ORDINARY_SNI}\r\n{extra}"
+                    f"\r\n").encode()
+        return request_bytes(size, extra=extra)
+
+    def sink_head(self) -> bytes:
+        """The head of a request whose body never ends (the server drops it)."""
+        if self.ordinary:
+            return (f"PUT /files/upload.bin HTTP/1.1\r\nHost: {ORDINARY_SNI}\r\n"
+                    f"Content-Type: application/octet-stream\r\n"
+                    f"Content-Length: {SINK_LENGTH}\r\n\r\n").encode()
+        return (request_bytes(0).split(b"Content-Length")[0]
+                + b"Content-Length: %d\r\n\r\n" % SINK_LENGTH
+                + b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "')
 
 
 def request_bytes(size: int, stream: bool = False, extra: str = "") -> bytes:
@@ -241,9 +265,11 @@ def run_percall(client: Client, conn: ssl.SSLSocket, calls: int, repeats: int = 
 
 def _percall_once(client: Client, conn: ssl.SSLSocket, calls: int) -> dict[str, float]:
     sink = client.connect(nodelay=False)
-    sink.sendall(request_bytes(0).split(b"Content-Length")[0]
-                 + b"Content-Length: %d\r\n\r\n" % SINK_LENGTH)
-    sink.send(b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "')
+    if client.ordinary:  # its first request earns the connection its verdict
+        sink.sendall(client.request())
+        read_response(sink, bytearray())
+        time.sleep(VERDICT_WAIT_S)
+    sink.sendall(client.sink_head())
     piece = b"a" * RECORD
     wall, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
@@ -254,7 +280,7 @@ def _percall_once(client: Client, conn: ssl.SSLSocket, calls: int) -> dict[str, 
     read_cpu = read_wall = 0.0
     reads, batch = 0, 5000
     for _ in range(max(1, calls // batch)):
-        conn.sendall(request_bytes(200, extra=f"x-bench-burst: {batch}\r\n"))
+        conn.sendall(client.request(200, extra=f"x-bench-burst: {batch}\r\n"))
         _wait_in_socket(conn, batch * RECORD)
         while b"\r\n\r\n" not in buf:  # the header record, not timed
             buf += conn.recv(65536)
@@ -350,10 +376,10 @@ def run_latency(conn: ssl.SSLSocket, size: int, duration: float,
 
 
 def client_main(args: argparse.Namespace) -> None:
-    client = Client(args.port, args.cafile)
+    client = Client(args.port, args.cafile, ordinary=args.ordinary)
     conn = client.connect()
     buf = bytearray()
-    warm = request_bytes(512)
+    warm = client.request()
 
     def warm_up() -> None:
         conn.sendall(warm)
@@ -370,6 +396,8 @@ def client_main(args: argparse.Namespace) -> None:
     else:
         return
     if args.workload == "percall":
+        if client.ordinary:
+            time.sleep(VERDICT_WAIT_S)  # the warm-up request's verdict reaches the kernel
         result = run_percall(client, conn, args.calls)
     elif args.workload == "loop":
         result = run_loop(conn, args.size, args.duration)
@@ -393,6 +421,8 @@ def main() -> None:
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--cafile", required=True)
     c.add_argument("--calls", type=int, default=20000)
+    c.add_argument("--ordinary", action="store_true",
+                   help="percall: on connections the monitor judges uninteresting")
     c.add_argument("--size", type=int, default=1024)
     c.add_argument("--duration", type=float, default=3.0)
     c.add_argument("--stream-ms", type=float, default=0.0,

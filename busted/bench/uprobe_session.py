@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from busted.kernel.bpf_syscall import BPF_TRACE_UPROBE_SESSION, link_uprobe_session
+
 TARGET_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,36 +57,6 @@ int on_call(struct pt_regs *ctx) { count(); return 0; }
 int session_skip(struct pt_regs *ctx) { count(); return 1; }  /* entry: no return probe */
 int session_keep(struct pt_regs *ctx) { count(); return 0; }  /* entry and return */
 """
-
-_SYS_BPF = 321  # x86-64
-_BPF_LINK_CREATE = 28
-BPF_TRACE_UPROBE_SESSION = 57  # enum bpf_attach_type (uapi, Linux 6.10+)
-
-
-class _UprobeMultiLink(ct.Structure):
-    """The BPF_LINK_CREATE part of union bpf_attr with its uprobe_multi member."""
-
-    _fields_ = [("prog_fd", ct.c_uint32), ("target_fd", ct.c_uint32),
-                ("attach_type", ct.c_uint32), ("flags", ct.c_uint32),
-                ("path", ct.c_uint64), ("offsets", ct.c_uint64),
-                ("ref_ctr_offsets", ct.c_uint64), ("cookies", ct.c_uint64),
-                ("cnt", ct.c_uint32), ("multi_flags", ct.c_uint32), ("pid", ct.c_uint32),
-                ("_rest", ct.c_uint32 * 8)]
-
-
-def attach_session(prog_fd: int, path: str, offset: int) -> int:
-    """Attach a session program at a file offset of ``path``, every process; the link fd."""
-    raw_path = ct.create_string_buffer(path.encode())
-    offsets = (ct.c_uint64 * 1)(offset)
-    attr = _UprobeMultiLink(prog_fd=prog_fd, attach_type=BPF_TRACE_UPROBE_SESSION,
-                            path=ct.addressof(raw_path), offsets=ct.addressof(offsets), cnt=1)
-    libc = ct.CDLL(None, use_errno=True)
-    fd = libc.syscall(_SYS_BPF, _BPF_LINK_CREATE, ct.byref(attr), ct.sizeof(attr))
-    if fd < 0:
-        err = ct.get_errno()
-        raise OSError(err, f"BPF_LINK_CREATE (uprobe session): {os.strerror(err)}")
-    return fd
-
 
 def build_target(workdir: Path) -> tuple[str, int, int]:
     """Compile the target; (path, virtual address of work, its file offset)."""
@@ -130,7 +102,7 @@ def main() -> None:
 
     def with_session(name: str) -> tuple[float, float]:
         prog = bpf.load_func(name, BPF.KPROBE, attach_type=BPF_TRACE_UPROBE_SESSION)
-        link = attach_session(prog.fd, path, offset)
+        link = link_uprobe_session(prog.fd, path, offset)
         try:
             return timed()
         finally:

@@ -5,18 +5,24 @@
 - :func:`map_u32_keys` / :func:`map_delete_u32`: the keys of a hash map keyed by a u32
   (the ``held_pids`` map the hold watchdog inherits as a bare fd, with no bcc around);
 - :func:`map_set_u32`: write a u32 value under a u32 key (the watchdog turns the
-  probes' ``hold_switch`` off once capture is gone).
+  probes' ``hold_switch`` off once capture is gone);
+- :func:`link_uprobe_session`: attach a uprobe *session* program (one program at a
+  call's entry and, if its entry run asks, at its return; Linux 6.10+), which bcc
+  loads but cannot attach.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
+import os
 
 _SYS_BPF = 321  # x86-64
 _BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_DELETE_ELEM = 3
 _BPF_MAP_GET_NEXT_KEY = 4
 _BPF_OBJ_GET_INFO_BY_FD = 15
+_BPF_LINK_CREATE = 28
+BPF_TRACE_UPROBE_SESSION = 57  # enum bpf_attach_type (uapi, Linux 6.10+)
 # offsets of run_time_ns / run_cnt in struct bpf_prog_info (uapi, stable since 5.1)
 _RUN_TIME_AT, _RUN_CNT_AT = 192, 200
 _MAX_KEYS = 65536
@@ -35,10 +41,42 @@ class _MapAttr(ct.Structure):
                 ("value_or_next_key", ct.c_uint64), ("flags", ct.c_uint64)]
 
 
+class _UprobeMultiLink(ct.Structure):
+    """The part of union bpf_attr that BPF_LINK_CREATE uses, with its uprobe_multi member."""
+
+    _fields_ = [("prog_fd", ct.c_uint32), ("target_fd", ct.c_uint32),
+                ("attach_type", ct.c_uint32), ("flags", ct.c_uint32),
+                ("path", ct.c_uint64), ("offsets", ct.c_uint64),
+                ("ref_ctr_offsets", ct.c_uint64), ("cookies", ct.c_uint64),
+                ("cnt", ct.c_uint32), ("multi_flags", ct.c_uint32), ("pid", ct.c_uint32),
+                ("_rest", ct.c_uint32 * 8)]
+
+
+def _syscall(cmd: int, attr: ct.Structure) -> int:
+    """The bpf(2) return value; -errno on failure."""
+    libc = ct.CDLL(None, use_errno=True)
+    ret = libc.syscall(_SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr))
+    return ret if ret >= 0 else -ct.get_errno()
+
+
 def _bpf(cmd: int, attr: ct.Structure) -> bool:
     """True when the call succeeded."""
-    libc = ct.CDLL(None, use_errno=True)
-    return libc.syscall(_SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr)) == 0
+    return _syscall(cmd, attr) == 0
+
+
+def link_uprobe_session(prog_fd: int, path: str, offset: int, pid: int = 0) -> int:
+    """Attach a session program (loaded with expected attach type
+    ``BPF_TRACE_UPROBE_SESSION``) at a file ``offset`` of ``path``, in every process
+    (``pid`` 0) or one. Returns the link's fd (closing it detaches); raises OSError."""
+    raw_path = ct.create_string_buffer(os.fsencode(path))
+    offsets = (ct.c_uint64 * 1)(offset)
+    attr = _UprobeMultiLink(prog_fd=prog_fd, attach_type=BPF_TRACE_UPROBE_SESSION,
+                            path=ct.addressof(raw_path), offsets=ct.addressof(offsets), cnt=1,
+                            pid=max(0, pid))
+    fd = _syscall(_BPF_LINK_CREATE, attr)
+    if fd < 0:
+        raise OSError(-fd, f"uprobe session on {path}+{offset:#x}: {os.strerror(-fd)}")
+    return fd
 
 
 def prog_run_stats(fd: int) -> tuple[int, int] | None:

@@ -33,7 +33,7 @@ from typing import Any
 from busted import messages
 from busted.config import MAX_COPY_LIMIT, PEEK_COPY_LIMIT, MonitorConfig
 from busted.errors import BustedError, KernelError, PrivilegeError
-from busted.kernel import bpf_syscall, features, memtrim, procstat, records, tls
+from busted.kernel import bpf_syscall, features, memtrim, procstat, records, tls, uprobes
 from busted.kernel.blindspots import BlindSpots, socket_bytes_sent
 from busted.kernel.tls import openssl as libssl
 from busted.kernel.tracker import Tracker
@@ -161,6 +161,7 @@ class KernelSource:
         self._next_ignore_refresh = 0.0
         self._next_full_rescan = 0.0
         self.probe_count = 0
+        self.uprobes: uprobes.Uprobes | None = None
         self.attach_errors: list[str] = []
         self._counters = {"records": 0, "events": 0, "exec_seen": 0, "library_holds": 0}
         self._batch = 0
@@ -225,6 +226,7 @@ class KernelSource:
         ):
             # BPF() also attaches every TRACEPOINT_PROBE in the text.
             self._bpf = BPF(text=text.encode(), cflags=cflags(self.config))
+        self.uprobes = uprobes.Uprobes(self._bpf)
         self.tracker.ssl_info = self._ssl_info
         self._refresh_ignored(force=True)
         if self.holds:
@@ -237,8 +239,9 @@ class KernelSource:
         if not self._probed:
             log.warning("no OpenSSL found on this host: TLS plaintext will not be captured")
         self._bpf[b"events"].open_ring_buffer(self._on_record)
-        log.info("kernel probes attached: %d uprobes on %d files, tracepoints: %s",
-                 self.probe_count, len(self._probed), ", ".join(self._tracepoints()))
+        log.info("kernel probes attached: %d uprobes on %d files (%d of them uprobe sessions), "
+                 "tracepoints: %s", self.probe_count, len(self._probed),
+                 self.uprobes.session_count, ", ".join(self._tracepoints()))
 
     def _tracepoints(self) -> list[str]:
         return sorted(k.decode() if isinstance(k, bytes) else str(k)
@@ -263,25 +266,8 @@ class KernelSource:
             memtrim.trim_if_grown()  # reading a large executable peaks at tens of MB
         if not sites:
             return False
-        pids = self.target_pids or (-1,)
-        attached = 0
-        for site in sites:
-            for pid in pids:
-                # bcc wants bytes (str works but warns)
-                name, fn = path.encode(), site.fn.encode()
-                try:
-                    with bcc_errors("{exc}", ""):
-                        # by address: bcc would otherwise walk node's 100k symbols per probe
-                        if site.ret:
-                            self._bpf.attach_uretprobe(name=name, addr=site.addr, fn_name=fn,
-                                                       pid=pid)
-                        else:
-                            self._bpf.attach_uprobe(name=name, addr=site.addr, fn_name=fn,
-                                                    pid=pid)
-                    attached += 1
-                except KernelError as exc:  # one probe that did not attach: noted, not fatal
-                    self.attach_errors.append(f"{site.describe()}: {exc}")
-                    log.debug("attach failed: %s: %s", site.describe(), exc)
+        attached, errors = self.uprobes.attach(path, sites, self.target_pids or (-1,))
+        self.attach_errors.extend(errors)
         self._probed[key] = path
         if not path.startswith(f"{self.proc}/") and len(path.encode()) < records.PATH_LEN:
             self._mark_known(path.encode())  # loading it again needs no record, no hold
@@ -532,6 +518,7 @@ class KernelSource:
             "lost": lost.get("ringbuf_full", 0) + lost.get("stash_full", 0),
             **{f"kernel_{k}": v for k, v in lost.items()},
             "uprobes": self.probe_count,
+            "uprobe_sessions": self.uprobes.session_count if self.uprobes else 0,
             "probed_files": len(self._probed),
             **self._counters,
             **self.blind.stats(),
@@ -547,14 +534,16 @@ class KernelSource:
             except Exception:  # noqa: BLE001 - best effort drain at shutdown
                 pass
             self._out.extend(self.tracker.flush())
+            if self.uprobes is not None:
+                self.uprobes.close()
             _detach_all(self._bpf)
             self._bpf.cleanup()
             self._bpf = None
 
 
 def _detach_all(bpf: Any) -> None:
-    """Detach every probe, several at a time: one by one (bcc's cleanup) takes ~4 s for
-    ~50 probes on this VM, each release waiting for the kernel; in parallel ~2.5 s."""
+    """Detach bcc's own probes (the tracepoints; the uprobes are :mod:`uprobes`'), several
+    at a time: one by one (bcc's cleanup) each release waits for the kernel."""
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(bpf.detach_uprobe_event, name) for name in list(bpf.uprobe_fds)]
