@@ -79,7 +79,8 @@ LABELS = {"off": "no monitor", "monitor": "monitor, no --enforce", "enforce": "m
 WARM_TIMEOUT_S = 20  # a new client must be seen (and, enforcing, held) by then
 LOCK_WAIT_S = 300  # another engineer's enforcing monitor may hold the host lock a while
 LOCK_ATTEMPTS = 5  # starts of our enforcing monitor that may lose the lock to another one
-HOLD_FIELDS = ("holds", "released", "killed", "late_released", "late_killed", "unknown_holds")
+HOLD_FIELDS = ("holds", "released", "killed", "late_released", "late_killed", "unknown_holds",
+               "judged_in_classify")
 
 # Hold and resume times of the watched pids, from the kernel's own tracepoints.
 TRACER = """
@@ -381,6 +382,9 @@ def _capture_holds(summary: dict[str, Any], live: dict[str, Any]) -> dict[str, A
     """Capture's counts from the final summary, its hold percentiles from ``live``."""
     capture = (summary.get("workers") or {}).get("capture") or {}
     out = {key: capture.get(f"enforce_{key}", 0) for key in HOLD_FIELDS}
+    # Held writes classify identified, judged and answered itself (the short path).
+    out["judged_in_classify"] = ((summary.get("workers") or {}).get("classify") or {}).get(
+        "held_judged", 0)
     for key in ("hold_ms_p50", "hold_ms_p99"):
         out[key] = capture.get(f"enforce_{key}", live.get(key))
     return out
@@ -483,7 +487,8 @@ def print_report(report: dict[str, Any]) -> None:
     capture_ms = (f"p50 {_ms(h['hold_ms_p50'])} / p99 {_ms(h['hold_ms_p99'])} ms"
                   if h["hold_ms_p50"] is not None else "p50/p99 not in the monitor's summary")
     console.print(f"Capture's counters (all monitor --enforce runs): holds {h['holds']:,}, released "
-                  f"{h['released']:,}, killed {h['killed']}, released late {h['late_released']}; "
+                  f"{h['released']:,}, killed {h['killed']}, released late {h['late_released']}, "
+                  f"judged in classify (short path) {h['judged_in_classify']:,}; "
                   f"hold (kernel timestamp of the write to SIGCONT): {capture_ms}")
     console.print(f"Traced in the kernel (client only): {t['holds']:,} holds, "
                   f"{_ms(t['holds_per_request'])} per request; SIGSTOP -> SIGCONT p50 "

@@ -29,5 +29,6 @@ def test_bench_enforce_smoke():
     holds = report["capture_holds"]
     assert holds["holds"] > 0 and holds["released"] > 0, holds
     assert holds["killed"] == 0, f"nothing in the loop is denied: {holds}"
+    assert holds["judged_in_classify"] > 0, f"held writes take the short path: {holds}"
     assert report["traced_holds"]["holds"] > 0, report["traced_holds"]
     assert isinstance(report["goal"]["met"], bool) and report["goal"]["p99_added_ms_max"] == 2.0
