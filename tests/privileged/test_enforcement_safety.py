@@ -24,6 +24,11 @@ pytestmark = pytest.mark.privileged
 
 # --- safety and dry run ---------------------------------------------------------------------
 
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def _worker_pid(monitor: MonitorProcess, role: str) -> int:
     """The pid of the monitor's running ``role`` worker. Checked against /proc: stats can
     name a worker that was just restarted, whose old pid another process may have
@@ -36,11 +41,12 @@ def _worker_pid(monitor: MonitorProcess, role: str) -> int:
         try:
             with open(f"/proc/{pid}/comm") as f:
                 comm = f.read().strip()
-            with open(f"/proc/{pid}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            parent = _parent_of(pid)
+            # workers are forked by the monitor's fork server, a child of the monitor
+            ours = monitor.proc.pid in (parent, _parent_of(parent))
         except (OSError, ValueError, IndexError):
             return None
-        return pid if comm == comm_name(role) and parent == monitor.proc.pid else None
+        return pid if comm == comm_name(role) and ours else None
     return wait_for(find, 15, f"the {role} worker's pid in the published stats")
 
 
