@@ -20,9 +20,11 @@ import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -66,6 +68,16 @@ def worker_context() -> multiprocessing.context.BaseContext:
     ctx.set_forkserver_preload(FORK_SERVER_PRELOAD)
     return ctx
 
+
+
+def _temp_dir_or(fallback: Path) -> None:
+    """The fork server listens on a socket in a temporary directory. Where none is
+    writable (systemd's ProtectSystem=strict without PrivateTmp), use the runtime
+    directory (root's, 0750, removed at exit) instead of failing to start any worker."""
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        tempfile.tempdir = str(fallback)
 
 
 @dataclass
@@ -130,6 +142,7 @@ class Supervisor:
         self.ctx = ctx or zmq.Context()
         self.rundir = RuntimeDir(config.runtime_dir)
         self.workers = {role: Worker(role) for role in ROLES}
+        _temp_dir_or(config.runtime_dir)
         self.mp = worker_context()
         self.started_at = 0.0
         self.stopping = False
