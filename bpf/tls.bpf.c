@@ -13,7 +13,7 @@
  *   SSL_free lets userspace and the maps forget an SSL* (SSL_do_handshake does where
  *   SSL_free is not found: BoringSSL in Bun).
  *
- * Uprobe sessions (Linux 6.10+, busted/kernel/uprobe_session.py): where the kernel has
+ * Uprobe sessions (Linux 6.10+, busted/kernel/uprobes.py): where the kernel has
  * them, each write/read site gets ONE program that runs at the call's entry and, only
  * when its entry run asked for it, at its return. A call on a connection judged
  * uninteresting (or busted's own, or nested in a call already tracked) then pays one
@@ -195,7 +195,7 @@ int tls_read_ex_enter(struct pt_regs *ctx) { tls_enter(ctx, 1, DIR_READ); return
 int tls_read_enter(struct pt_regs *ctx) { tls_enter(ctx, 0, DIR_READ); return 0; }
 int tls_read_return(struct pt_regs *ctx) { return tls_return(ctx, DIR_READ); }
 
-/* The same as sessions: one program per site, run at the entry (where the instruction
+/* The same logic as sessions: one program per site, run at the entry (where the instruction
  * pointer is the probed address, which bpf_get_func_ip reports) and at the return (the
  * instruction pointer is then the caller's). An entry run returning non-zero tells the
  * kernel not to stop at this call's return. Loaded only where the kernel has sessions. */

@@ -24,6 +24,7 @@ import pytest
 
 from busted import messages
 from busted.bench.kernel_cost import enable_bpf_stats, restore_bpf_stats
+from busted.bench.tls_workload import make_certificates
 from busted.config import MonitorConfig
 
 pytestmark = pytest.mark.privileged
@@ -51,23 +52,16 @@ CLIENT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", f"/CN={SNI}",
-         "-addext", f"subjectAltName=DNS:{SNI}"],
-        check=True, capture_output=True,
-    )
-    return crt, key
+def cert(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(CA, certificate for SNI, key)."""
+    return make_certificates(tmp_path_factory.mktemp("tls"), SNI)
 
 
 @pytest.fixture(scope="module")
 def sink(cert):
     """A TLS server that reads and drops everything (in this process: not traced)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    ctx.load_cert_chain(str(cert[1]), str(cert[2]))
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve(raw: socket.socket) -> None:
