@@ -69,16 +69,18 @@ def classic_pair(site: ProbeSite) -> list[ProbeSite]:
     return [site, ProbeSite(site.path, ret_fn, site.sym, site.offset, site.addr, True, "")]
 
 
-def file_offset(path: str, addr: int) -> int:
-    """The file offset of a virtual address of ``path`` (what the kernel probes)."""
+def file_offsets(path: str, addrs: set[int]) -> dict[int, int]:
+    """The file offsets of virtual addresses of ``path`` (what the kernel probes), the
+    file read once."""
     try:
         with ElfFile(path) as elf:
-            offset = elf.offset_of(addr)
+            offsets = {addr: elf.offset_of(addr) for addr in addrs}
     except (ElfError, OSError) as exc:
         raise OSError(errno.ENOENT, f"{path}: {exc}") from exc
-    if offset is None:
-        raise OSError(errno.EINVAL, f"{addr:#x} is in no loaded segment of {path}")
-    return offset
+    missing = [addr for addr, offset in offsets.items() if offset is None]
+    if missing:
+        raise OSError(errno.EINVAL, f"{missing[0]:#x} is in no loaded segment of {path}")
+    return {addr: offset for addr, offset in offsets.items() if offset is not None}
 
 
 class Uprobes:
@@ -111,25 +113,29 @@ class Uprobes:
         """Attach a file's plan for each pid (-1: every process); returns (how many
         probes or sessions attached, one line per site that did not)."""
         paired, rest = pair_sites(sites)
+        try:
+            offsets = file_offsets(path, {site.addr for site in sites})
+        except OSError as exc:
+            return 0, [f"{site.describe()}: {exc}" for site in sites]
         attached, errors = 0, []
         for site in paired:
             for pid in pids:
                 refused = ""
                 try:
-                    if self._session(path, site, pid):
+                    if self._session(path, site, offsets[site.addr], pid):
                         attached += 1
                         continue
                 except OSError as exc:  # this site only: the classic pair may still go on
                     refused = f"{site.describe()} (session): {exc}"
-                n, errs = self._classic(path, classic_pair(site), (pid,))
+                n, errs = self._classic(path, classic_pair(site), offsets, (pid,))
                 if refused:
                     log.info("%s; probed with an entry and a return probe instead", refused)
                     errs = [refused, *errs] if errs else []
                 attached, errors = attached + n, errors + errs
-        n, errs = self._classic(path, rest, pids)
+        n, errs = self._classic(path, rest, offsets, pids)
         return attached + n, errors + errs
 
-    def _session(self, path: str, site: ProbeSite, pid: int) -> bool:
+    def _session(self, path: str, site: ProbeSite, offset: int, pid: int) -> bool:
         """Attach ``site`` as a session; False when sessions are off (attach the classic
         pair instead); OSError when this one site could not be attached."""
         if not self.sessions:
@@ -140,7 +146,6 @@ class Uprobes:
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception on load
             self._no_sessions(f"the kernel refused the session program ({exc})")
             return False
-        offset = file_offset(path, site.addr)
         try:
             fd = link_uprobe_session(prog.fd, path, offset, pid)
         except OSError as exc:
@@ -158,24 +163,24 @@ class Uprobes:
         log.info("uprobe sessions not used: %s; TLS calls get an entry and a return probe",
                  why)
 
-    def _classic(self, path: str, sites: list[ProbeSite], pids: tuple[int, ...]) -> tuple[int, list[str]]:
+    def _classic(self, path: str, sites: list[ProbeSite], offsets: dict[int, int],
+                 pids: tuple[int, ...]) -> tuple[int, list[str]]:
         attached, errors = 0, []
         for site in sites:
             for pid in pids:
                 try:
-                    self._uprobe(path, site, pid)
+                    self._uprobe(path, site, offsets[site.addr], pid)
                     attached += 1
                 except OSError as exc:  # one probe that did not attach: noted, not fatal
                     errors.append(f"{site.describe()}: {exc}")
                     log.debug("attach failed: %s: %s", site.describe(), exc)
         return attached, errors
 
-    def _uprobe(self, path: str, site: ProbeSite, pid: int) -> None:
+    def _uprobe(self, path: str, site: ProbeSite, offset: int, pid: int) -> None:
         try:
             prog = self.bpf.load_func(site.fn.encode(), self._kprobe_type)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception on load
             raise OSError(errno.EINVAL, f"could not load {site.fn}: {exc}") from exc
-        offset = file_offset(path, site.addr)
         kind = b"r" if site.ret else b"p"
         event = b"busted_%d_%s_%s_0x%x_%d" % (
             os.getpid(), kind, re.sub(rb"[^A-Za-z0-9_]", b"_", os.fsencode(path))[-96:],

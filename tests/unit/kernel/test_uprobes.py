@@ -4,10 +4,14 @@ session program named there exists in the BPF text."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import pytest
+
+from busted.kernel.tls.elf import ElfFile
 from busted.kernel.tls.site import ProbeSite
-from busted.kernel.uprobes import SESSIONS, classic_pair, pair_sites
+from busted.kernel.uprobes import SESSIONS, classic_pair, file_offsets, pair_sites
 
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 
@@ -43,3 +47,14 @@ def test_every_session_program_is_in_the_bpf_text():
     defined = set(re.findall(r"^int (\w+)\(struct pt_regs \*ctx\)", text, re.M))
     for entry, (ret, session) in SESSIONS.items():
         assert {entry, ret, session} <= defined, (entry, ret, session)
+
+
+def test_file_offsets_map_addresses_through_the_loaded_segments():
+    exe = sys.executable
+    with ElfFile(exe) as elf:
+        vaddr, offset, size = next(seg for seg in elf.segments if seg[2] > 0x100)
+    assert file_offsets(exe, {vaddr + 0x10}) == {vaddr + 0x10: offset + 0x10}
+    with pytest.raises(OSError, match="no loaded segment"):
+        file_offsets(exe, {0x7fff_ffff_0000})
+    with pytest.raises(OSError):
+        file_offsets("/nonexistent/libssl.so.3", {0x1000})
