@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from busted.bench.kernel_cost import PerPidProbes
 from busted.bench.measure import (
     BenchRun,
     MonitorRun,
@@ -88,7 +89,7 @@ class Floor:
         self.bpf = BPF(text=EMPTY_PROBES)
         self.bun = bun.encode()
         self.sites = ((located.ssl_write, b"empty_write"), (located.ssl_read, b"empty_read"))
-        self._attached: dict[int, Any] = {}  # pid -> its Uprobes
+        self._probes = PerPidProbes(self.bpf)
 
     def hits(self) -> tuple[int, int]:
         table = self.bpf[b"hits"]
@@ -96,23 +97,16 @@ class Floor:
 
     def attach(self, pid: int) -> None:
         from busted.kernel.tls.site import ProbeSite
-        from busted.kernel.uprobes import Uprobes
 
         bun = self.bun.decode()
         sites = []
         for addr, fn in self.sites:
             sites += [ProbeSite(bun, fn.decode(), "", addr, addr),
                       ProbeSite(bun, "empty_return", "", addr, addr, ret=True)]
-        probes = Uprobes(self.bpf, sessions=False)  # placed like the monitor's probes
-        self._attached[pid] = probes
-        _, errors = probes.attach(bun, sites, (pid,))
-        if errors:
-            raise BenchError(f"could not place the empty uprobes: {errors[0]}")
+        self._probes.attach(bun, pid, sites)
 
     def detach(self, pid: int) -> None:
-        probes = self._attached.pop(pid, None)
-        if probes is not None:
-            probes.close()
+        self._probes.detach(pid)
 
 
 def _saw_tls(event: dict[str, Any]) -> bool:

@@ -71,33 +71,47 @@ def call_at_plus4(lib: str) -> bool:
     return True
 
 
+class PerPidProbes:
+    """A bench's own probes bound to one client pid at a time, attached like the
+    monitor's (:class:`busted.kernel.uprobes.Uprobes`), so both can share a function."""
+
+    def __init__(self, bpf: Any) -> None:
+        self.bpf = bpf
+        self._attached: dict[int, Any] = {}  # pid -> its Uprobes
+
+    def attach(self, binary: str, pid: int, sites: list[Any]) -> None:
+        from busted.kernel.uprobes import Uprobes
+
+        probes = Uprobes(self.bpf, sessions=False)
+        self._attached[pid] = probes
+        _, errors = probes.attach(binary, sites, (pid,))
+        if errors:
+            raise BenchError(f"could not place the empty uprobes: {errors[0]}")
+
+    def detach(self, pid: int) -> None:
+        probes = self._attached.pop(pid, None)
+        if probes is not None:
+            probes.close()
+
+
 class EmptyUprobes:
     """Empty uprobes (a hit counter) bound to one client pid at a time. A site is
-    ``{"sym": name, "sym_off": n}`` or ``{"addr": virtual address}``. Attached like the
-    monitor's (:class:`busted.kernel.uprobes.Uprobes`), so both can share a function."""
+    ``{"sym": name, "sym_off": n}`` or ``{"addr": virtual address}``."""
 
     def __init__(self) -> None:
         from bcc import BPF
 
         self.bpf = BPF(text=EMPTY_PROBE)
-        self._attached: dict[int, Any] = {}  # pid -> its Uprobes
+        self._probes = PerPidProbes(self.bpf)
 
     def hits(self) -> int:
         return sum(v.value for v in self.bpf["hits"].values())
 
     def attach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
-        from busted.kernel.uprobes import Uprobes
-
-        probes = Uprobes(self.bpf, sessions=False)
-        self._attached[pid] = probes
-        _, errors = probes.attach(binary, [_empty_site(binary, s) for s in sites], (pid,))
-        if errors:
-            raise BenchError(f"could not place the empty uprobes: {errors[0]}")
+        self._probes.attach(binary, pid, [_empty_site(binary, s) for s in sites])
 
     def detach(self, binary: str, pid: int, sites: list[dict[str, Any]]) -> None:
-        probes = self._attached.pop(pid, None)
-        if probes is not None:
-            probes.close()
+        self._probes.detach(pid)
 
 
 def _empty_site(binary: str, site: dict[str, Any]) -> Any:

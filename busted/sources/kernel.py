@@ -546,8 +546,7 @@ def _detach_all(bpf: Any) -> None:
     at a time: one by one (bcc's cleanup) each release waits for the kernel."""
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(bpf.detach_uprobe_event, name) for name in list(bpf.uprobe_fds)]
-    jobs += [(bpf.detach_tracepoint, name) for name in list(bpf.tracepoint_fds)]
+    jobs = [(bpf.detach_tracepoint, name) for name in list(bpf.tracepoint_fds)]
 
     def run(job) -> None:
         try:
